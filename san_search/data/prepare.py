@@ -1,0 +1,263 @@
+"""`data prepare`: raw face images → a prepared dataset (splits, pairs, prototypes, summary).
+
+Also the shared back half, `build_dataset`, that turns labelled face arrays (decoded or
+synthetic) into the on-disk format of `san_search.data.store`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from san_search import __version__
+from san_search.data.ingest import DEFAULT_CROP, FORMATS, Rejection, list_records
+from san_search.data.preprocess import Settings, decode_many
+from san_search.data.splits import SPLITS, cap_per_identity, make_pairs, split_identities
+from san_search.data.store import (
+    GENDER_NAMES,
+    SCHEMA_VERSION,
+    SplitRows,
+    check_output,
+    fingerprint,
+    write_dataset,
+)
+from san_search.errors import DataError
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Settings of the split and pair stages, shared by `prepare` and `synth`."""
+
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    pairs: int = 3000  # genuine pairs per val/test split (as many impostor pairs again)
+
+
+def check_size(size: int) -> None:
+    if not isinstance(size, int) or size <= 0 or size % 2:
+        raise DataError(f"--size must be a positive even number of pixels, got {size!r}")
+
+
+def build_dataset(
+    out: Path,
+    images: np.ndarray,
+    identity: list[str],
+    gender: np.ndarray,
+    source_path: list[str],
+    raw_hashes: list[str],
+    *,
+    settings: dict[str, Any],
+    options: BuildOptions,
+    rejected: list[Rejection],
+    overwrite: bool = False,
+    extra_info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Split, pair, compute prototypes and write the dataset atomically. Returns dataset.json."""
+    names = sorted(set(identity))
+    code = {n: i for i, n in enumerate(names)}
+    ident = np.array([code[n] for n in identity], dtype=np.int64)
+    gender = np.asarray(gender, dtype=np.int8)
+    assignment = split_identities(ident, gender, options.fractions, options.seed)
+
+    # Rows of a split ordered by (identity name, source path): stable across runs.
+    order = sorted(range(len(identity)), key=lambda i: (identity[i], source_path[i]))
+    split_of_row = np.array([assignment[int(ident[i])] for i in range(len(identity))])
+    # identity_index: train identities first (0..n_train-1, a class label), then val, test.
+    index_of: dict[str, int] = {}
+    for split in SPLITS:
+        for n in names:
+            if assignment[code[n]] == split:
+                index_of[n] = len(index_of)
+    rows: dict[str, SplitRows] = {}
+    for k, split in enumerate(SPLITS):
+        sel = [i for i in order if split_of_row[i] == split]
+        sel_ids = np.array([ident[i] for i in sel], dtype=np.int64)
+        pairs = (
+            make_pairs(sel_ids, options.pairs, options.seed + 101 * (k + 1))
+            if split != "train"
+            else None
+        )
+        rows[split] = SplitRows(
+            images=images[sel] if sel else np.zeros((0, *images.shape[1:]), np.uint8),
+            identity=[identity[i] for i in sel],
+            identity_index=np.array([index_of[identity[i]] for i in sel], dtype=np.int32),
+            gender=gender[sel] if sel else np.zeros(0, np.int8),
+            source_path=[source_path[i] for i in sel],
+            pairs=pairs,
+        )
+    train = rows["train"]
+    prototypes = {
+        GENDER_NAMES[g]: (train.images[train.gender == g].astype(np.float64).mean(axis=0) / 255.0)
+        .astype(np.float32)
+        for g in (0, 1)
+    }
+    counts: dict[str, Any] = {}
+    for split in SPLITS:
+        r = rows[split]
+        ids_by_gender = {g: {n for n, gg in zip(r.identity, r.gender, strict=True) if gg == g}
+                         for g in (0, 1)}
+        counts[split] = {
+            "images": len(r.identity),
+            "identities": len(set(r.identity)),
+            **{f"{GENDER_NAMES[g]}_images": int((r.gender == g).sum()) for g in (0, 1)},
+            **{f"{GENDER_NAMES[g]}_identities": len(ids_by_gender[g]) for g in (0, 1)},
+            "genuine_pairs": int(r.pairs.same.sum()) if r.pairs is not None else 0,
+            "impostor_pairs": int((~r.pairs.same).sum()) if r.pairs is not None else 0,
+        }
+    full_settings = {
+        **settings,
+        "seed": options.seed,
+        "fractions": list(options.fractions),
+        "pairs": options.pairs,
+    }
+    info: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "san_search_version": __version__,
+        **full_settings,
+        "counts": counts,
+        "rejected": dict(Counter(_reason_kind(r.reason) for r in rejected)),
+        "fingerprint": fingerprint(full_settings, rows, raw_hashes),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra_info or {}),
+    }
+    write_dataset(out, rows, prototypes, info, rejected, overwrite=overwrite)
+    return info
+
+
+def _reason_kind(reason: str) -> str:
+    """Group rejection reasons for the summary ('corrupt or unsupported image: ...' → prefix)."""
+    return reason.split(":")[0].split(" (")[0]
+
+
+def prepare(
+    fmt: str,
+    root: Path,
+    out: Path,
+    *,
+    size: int = 64,
+    crop: float | None = None,
+    detect: bool = False,
+    max_per_identity: int = 20,
+    options: BuildOptions | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: Progress = stderr_progress,
+) -> dict[str, Any]:
+    """Prepare a dataset from raw images. Returns the written dataset.json content.
+
+    Every check that needs no decoding (format, size, output folder, labels, genders,
+    identities with 2+ images) runs before the first image is decoded.
+    """
+    options = options or BuildOptions()
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_size(size)
+    crop = DEFAULT_CROP[fmt] if crop is None else crop
+    if not 0 < crop <= 1:
+        raise DataError(f"--crop must be in (0, 1] (a fraction of the shorter side), got {crop}")
+    if max_per_identity < 0:
+        raise DataError(f"--max-per-identity must be >= 0 (0 = no cap), got {max_per_identity}")
+    out = Path(out).absolute()
+    check_output(out, overwrite)
+    root = Path(root).absolute()
+    t0 = time.perf_counter()
+    listing = list_records(fmt, root)
+    if not listing.records:
+        raise DataError(
+            f"no labelled images found under {root} ({len(listing.rejected)} rejected; "
+            f"first: {listing.rejected[0].source}: {listing.rejected[0].reason})"
+            if listing.rejected
+            else f"no images found under {root}"
+        )
+    records = listing.records
+    names = np.array([r.identity for r in records])
+    _, ident = np.unique(names, return_inverse=True)
+    keep = cap_per_identity(ident, max_per_identity, options.seed)
+    records = [records[i] for i in keep]
+    # Fail fast on label problems, before the expensive decode.
+    split_identities(
+        ident[keep], np.array([r.gender for r in records], np.int8), options.fractions, options.seed
+    )
+    progress(
+        f"found {len(listing.records)} labelled images of {len(set(names))} identities "
+        f"({len(listing.rejected)} rejected); decoding {len(records)} "
+        f"(at most {max_per_identity or 'all'} per identity) at {size} px"
+    )
+    settings = Settings(size=size, crop=crop, detect=detect)
+    images = np.zeros((len(records), size, size), np.uint8)
+    ok = np.zeros(len(records), bool)
+    raw_hashes: list[str] = []
+    rejected = list(listing.rejected)
+    step = max(1, len(records) // 10)
+    for i, dec in enumerate(decode_many([r.path for r in records], settings, workers=workers)):
+        if dec.pixels is None:
+            rejected.append(Rejection(records[i].source, dec.error or "unreadable"))
+        else:
+            images[i] = np.frombuffer(dec.pixels, np.uint8).reshape(size, size)
+            ok[i] = True
+        raw_hashes.append(dec.raw_sha256)
+        if (i + 1) % step == 0 or i + 1 == len(records):
+            progress(f"  decoded {i + 1}/{len(records)} ({time.perf_counter() - t0:.1f} s)")
+    kept = np.flatnonzero(ok)
+    info = build_dataset(
+        out,
+        images[kept],
+        [records[i].identity for i in kept],
+        np.array([records[i].gender for i in kept], np.int8),
+        [records[i].source for i in kept],
+        raw_hashes,
+        settings={
+            "format": fmt,
+            "size": size,
+            "crop": None if detect else crop,
+            "detect": detect,
+            "max_per_identity": max_per_identity,
+        },
+        options=options,
+        rejected=rejected,
+        overwrite=overwrite,
+        extra_info={"root": str(root), "seconds": round(time.perf_counter() - t0, 1)},
+    )
+    return info
+
+
+def summary_table(info: dict[str, Any], out: Path | None = None) -> str:
+    """The terminal summary of a prepared dataset: counts per split and gender, pairs,
+    rejections."""
+    head = f"{'split':<6} {'identities':>10} {'images':>7} {'female':>7} {'male':>7} " \
+           f"{'genuine':>8} {'impostor':>9}"
+    lines = [head, "-" * len(head)]
+    total = Counter[str]()
+    for split in SPLITS:
+        c = info["counts"][split]
+        lines.append(
+            f"{split:<6} {c['identities']:>10} {c['images']:>7} {c['female_images']:>7} "
+            f"{c['male_images']:>7} {c['genuine_pairs']:>8} {c['impostor_pairs']:>9}"
+        )
+        total.update({k: v for k, v in c.items()})
+    lines.append(
+        f"{'all':<6} {total['identities']:>10} {total['images']:>7} {total['female_images']:>7} "
+        f"{total['male_images']:>7} {total['genuine_pairs']:>8} {total['impostor_pairs']:>9}"
+    )
+    rej = info.get("rejected", {})
+    n_rej = sum(rej.values())
+    lines.append(
+        f"rejected: {n_rej}"
+        + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(rej.items())) + ")" if rej else "")
+        + (f" -> {out / 'rejected.csv'}" if out is not None and n_rej else "")
+    )
+    lines.append(f"size {info['size']} px, seed {info['seed']}, fingerprint {info['fingerprint'][:16]}")
+    return "\n".join(lines)

@@ -1,0 +1,353 @@
+"""The prepared-dataset format on disk: writing it atomically, and opening it without copying.
+
+A prepared dataset is a folder:
+
+- `parquet/<split>-NNNNN.parquet`: the dataset of record. Columns `image` (size*size uint8
+  bytes, row-major), `identity` (name), `identity_index` (int32; train identities are
+  0..n_train-1, so it doubles as a class label for matchers, then val, then test), `gender`
+  (int8, 0 = female, 1 = male), `split`, `source_path` (relative to the input root).
+- `arrow/<split>.arrow`: the same rows as uncompressed Arrow IPC, one record batch per split,
+  memory-mapped by `open_dataset` so images are numpy views with no copy. Derived from the
+  Parquet shards and rebuilt from them when missing.
+- `pairs/<split>.parquet` for val and test: `a`, `b` (row positions in that split), `same`.
+- `prototypes.npz`: `female`, `male` — the mean train face of each gender, float32 in [0, 1].
+- `dataset.json`: settings, counts, fingerprint. `rejected.csv`: every skipped input image.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from san_search.data.ingest import Rejection
+from san_search.data.splits import SPLITS, Pairs
+from san_search.errors import DataError
+
+SCHEMA_VERSION = 1
+ROWS_PER_SHARD = 4096
+GENDER_NAMES = ("female", "male")
+
+
+def schema(size: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("image", pa.binary(size * size)),
+            ("identity", pa.string()),
+            ("identity_index", pa.int32()),
+            ("gender", pa.int8()),
+            ("split", pa.string()),
+            ("source_path", pa.string()),
+        ]
+    )
+
+
+@dataclass
+class SplitRows:
+    """All rows of one split, in memory, ready to write."""
+
+    images: np.ndarray  # (N, S, S) uint8
+    identity: list[str]
+    identity_index: np.ndarray  # (N,) int32
+    gender: np.ndarray  # (N,) int8
+    source_path: list[str]
+    pairs: Pairs | None = None
+
+    def table(self, split: str) -> pa.Table:
+        n, s, _ = self.images.shape
+        flat = np.ascontiguousarray(self.images).reshape(-1)
+        image = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(s * s), n, [None, pa.py_buffer(flat)]
+        )
+        return pa.Table.from_arrays(
+            [
+                image,
+                pa.array(self.identity, pa.string()),
+                pa.array(self.identity_index, pa.int32()),
+                pa.array(self.gender, pa.int8()),
+                pa.array([split] * n, pa.string()),
+                pa.array(self.source_path, pa.string()),
+            ],
+            schema=schema(s),
+        )
+
+
+def fingerprint(settings: dict[str, Any], splits: dict[str, SplitRows], raw: list[str]) -> str:
+    """SHA-256 over the settings, every row's content and the input files' own hashes.
+
+    The same input and settings give the same value on any machine; changing a pixel, a
+    label, a setting or an input file changes it. Parquet file bytes are not hashed: they
+    carry writer versions that say nothing about the data.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    for split in SPLITS:
+        rows = splits[split]
+        h.update(split.encode())
+        h.update(np.ascontiguousarray(rows.images).tobytes())
+        h.update("\n".join(rows.identity).encode())
+        h.update(rows.gender.astype(np.int8).tobytes())
+        h.update("\n".join(rows.source_path).encode())
+        if rows.pairs is not None:
+            for arr in (rows.pairs.a, rows.pairs.b, rows.pairs.same):
+                h.update(np.ascontiguousarray(arr).tobytes())
+    h.update("\n".join(sorted(raw)).encode())
+    return h.hexdigest()
+
+
+def _partial_name(out: Path) -> str:
+    return f".{out.name}.partial-"
+
+
+def _clear_stale_partials(out: Path) -> None:
+    """Remove temporary folders left by runs that were killed (their process is gone)."""
+    if not out.parent.exists():
+        return
+    for p in out.parent.glob(_partial_name(out) + "*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Fail before any work when `out` exists and may not be replaced."""
+    if out.exists() and not overwrite:
+        raise DataError(f"output folder already exists: {out} (pass --overwrite to replace it)")
+    if out.exists() and not out.is_dir():
+        raise DataError(f"output path exists and is not a folder: {out}")
+
+
+@contextmanager
+def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces `out` by a rename, on any
+    failure (or interrupt) it is deleted, so `out` is never half-written."""
+    out = Path(out).absolute()
+    check_output(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_partials(out)
+    tmp = out.parent / f"{_partial_name(out)}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_arrow(table: pa.Table, path: Path) -> None:
+    """Write `table` as one uncompressed record batch, so a reader maps it as one chunk."""
+    table = table.combine_chunks()
+    with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def write_dataset(
+    out: Path,
+    splits: dict[str, SplitRows],
+    prototypes: dict[str, np.ndarray],
+    info: dict[str, Any],
+    rejected: list[Rejection],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write a prepared dataset folder atomically; returns its path."""
+    out = Path(out).absolute()
+    with atomic_folder(out, overwrite) as tmp:
+        (tmp / "parquet").mkdir()
+        (tmp / "arrow").mkdir()
+        (tmp / "pairs").mkdir()
+        for split in SPLITS:
+            table = splits[split].table(split)
+            for k, start in enumerate(range(0, max(table.num_rows, 1), ROWS_PER_SHARD)):
+                pq.write_table(
+                    table.slice(start, ROWS_PER_SHARD),
+                    tmp / "parquet" / f"{split}-{k:05d}.parquet",
+                    compression="zstd",
+                )
+            _write_arrow(table, tmp / "arrow" / f"{split}.arrow")
+            pairs = splits[split].pairs
+            if pairs is not None:
+                pq.write_table(
+                    pa.table({"a": pairs.a, "b": pairs.b, "same": pairs.same}),
+                    tmp / "pairs" / f"{split}.parquet",
+                )
+        np.savez(tmp / "prototypes.npz", **prototypes)
+        with (tmp / "rejected.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["path", "reason"])
+            for r in rejected:
+                w.writerow([r.source, r.reason])
+        (tmp / "dataset.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class SplitView:
+    """One split's rows as read-only numpy views over a memory-mapped Arrow file."""
+
+    name: str
+    images: np.ndarray  # (N, S, S) uint8, read-only
+    gender: np.ndarray  # (N,) int8
+    identity_index: np.ndarray  # (N,) int32
+    identity: pa.Array = field(repr=False)  # (N,) names, as Arrow strings
+    source_path: pa.Array = field(repr=False)
+    pairs: Pairs | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def shard(self, rank: int, world_size: int, *, even: bool = True) -> SplitView:
+        """Rows `rank::world_size`, as views (no copy). With `even`, every rank gets the same
+        number of rows (the last `len % world_size` rows are dropped), so DDP ranks run the
+        same number of steps. Pairs index the full split and are not carried over."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got rank={rank}")
+        n = (len(self) // world_size) * world_size if even else len(self)
+        sl = slice(rank, n, world_size)
+        idx = np.arange(len(self))[sl]
+        return SplitView(
+            self.name,
+            self.images[sl],
+            self.gender[sl],
+            self.identity_index[sl],
+            self.identity.take(pa.array(idx)),
+            self.source_path.take(pa.array(idx)),
+            None,
+        )
+
+    def torch_images(self):  # type: ignore[no-untyped-def]
+        """The images as a uint8 torch tensor (N, S, S) sharing memory with the mapped file.
+
+        The memory is read-only: convert (``.float() / 255``) before changing anything."""
+        import warnings
+
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # non-writable buffer
+            return torch.from_numpy(self.images)
+
+
+@dataclass(frozen=True)
+class PreparedDataset:
+    """An opened prepared dataset: `info` (dataset.json), `prototypes`, and one view per split."""
+
+    path: Path
+    info: dict[str, Any]
+    prototypes: dict[str, np.ndarray]
+    splits: dict[str, SplitView]
+
+    @property
+    def size(self) -> int:
+        return int(self.info["size"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.info["fingerprint"])
+
+    def split(self, name: str) -> SplitView:
+        if name not in self.splits:
+            raise DataError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return self.splits[name]
+
+
+def _rebuild_arrow(path: Path, split: str) -> Path:
+    """Recreate `arrow/<split>.arrow` from the Parquet shards (atomically)."""
+    shards = sorted((path / "parquet").glob(f"{split}-*.parquet"))
+    if not shards:
+        raise DataError(f"{path}: no Parquet shards for split {split!r} in {path / 'parquet'}")
+    table = pa.concat_tables(pq.read_table(s) for s in shards)
+    target = path / "arrow" / f"{split}.arrow"
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.with_suffix(f".tmp-{os.getpid()}-{time.monotonic_ns()}")
+    _write_arrow(table, tmp)
+    tmp.rename(target)
+    return target
+
+
+def open_dataset(path: str | Path) -> PreparedDataset:
+    """Open a prepared dataset without copying its images (memory-mapped Arrow IPC)."""
+    path = Path(path).absolute()
+    meta = path / "dataset.json"
+    if not meta.is_file():
+        raise DataError(
+            f"not a prepared dataset: {meta} is missing "
+            "(create one with `san-search data prepare` or `san-search data synth`)"
+        )
+    info = json.loads(meta.read_text())
+    if info.get("schema_version") != SCHEMA_VERSION:
+        raise DataError(
+            f"{meta}: schema_version {info.get('schema_version')} is not {SCHEMA_VERSION}; "
+            "prepare the dataset again with this version"
+        )
+    size = int(info["size"])
+    with np.load(path / "prototypes.npz") as npz:
+        prototypes = {k: npz[k] for k in npz.files}
+    views: dict[str, SplitView] = {}
+    for split in SPLITS:
+        arrow_path = path / "arrow" / f"{split}.arrow"
+        if not arrow_path.is_file():
+            arrow_path = _rebuild_arrow(path, split)
+        table = ipc.open_file(pa.memory_map(str(arrow_path), "r")).read_all()
+        if table.num_rows:
+            table = table.combine_chunks()  # one chunk already: no copy
+        image = table.column("image")
+        n = table.num_rows
+        if n and image.num_chunks == 1:
+            buf = image.chunk(0).buffers()[1]
+            offset = image.chunk(0).offset * size * size
+            images = np.frombuffer(buf, dtype=np.uint8, count=n * size * size, offset=offset)
+        else:
+            images = np.zeros(0, dtype=np.uint8)
+        images = images.reshape(n, size, size)
+        pairs = None
+        pairs_path = path / "pairs" / f"{split}.parquet"
+        if pairs_path.is_file():
+            pt = pq.read_table(pairs_path)
+            pairs = Pairs(
+                pt.column("a").to_numpy(), pt.column("b").to_numpy(), pt.column("same").to_numpy()
+            )
+        views[split] = SplitView(
+            split,
+            images,
+            table.column("gender").to_numpy(),
+            table.column("identity_index").to_numpy(),
+            table.column("identity").combine_chunks(),
+            table.column("source_path").combine_chunks(),
+            pairs,
+        )
+    return PreparedDataset(path, info, prototypes, views)

@@ -1,0 +1,80 @@
+"""Shared fixtures: real LFW subsets from ../shared and small synthetic sets, all built in
+temporary folders (nothing from ../shared is copied into the project)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("SAN_SEARCH_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def lfw_root() -> Path:
+    root = shared_dir() / "datasets" / "lfw"
+    if not (root / "male_names.txt").is_file():
+        pytest.skip(f"real LFW not found at {root} (set SAN_SEARCH_SHARED)")
+    return root
+
+
+def _people(root: Path) -> list[tuple[str, list[Path]]]:
+    images = root / "lfw-deepfunneled"
+    return [(d.name, sorted(d.iterdir())) for d in sorted(images.iterdir()) if d.is_dir()]
+
+
+def make_lfw_subset(lfw_root: Path, dest: Path, *, women: int, men: int,
+                    singles: int = 6) -> Path:
+    """An LFW-layout tree of symlinks to real images: `women` + `men` people with 2+ images
+    (at most 6 each) and `singles` one-image people; gender lists filtered to them."""
+    males = set((lfw_root / "male_names.txt").read_text().split())
+    females = set((lfw_root / "female_names.txt").read_text().split())
+    chosen: list[tuple[str, list[Path]]] = []
+    want = {"f": women, "m": men}
+    n_single = 0
+    for name, files in _people(lfw_root):
+        first = files[0].name
+        g = "m" if first in males and first not in females else (
+            "f" if first in females and first not in males else None)
+        if g is None:
+            continue
+        if len(files) >= 2 and want[g] > 0:
+            want[g] -= 1
+            chosen.append((name, files[:6]))
+        elif len(files) == 1 and n_single < singles:
+            n_single += 1
+            chosen.append((name, files))
+        if not any(want.values()) and n_single >= singles:
+            break
+    img_root = dest / "lfw-deepfunneled"
+    listed_m, listed_f = [], []
+    for name, files in chosen:
+        (img_root / name).mkdir(parents=True)
+        for f in files:
+            (img_root / name / f.name).symlink_to(f)
+            (listed_m if f.name in males else listed_f).append(f.name)
+    # CRLF, as the published lists are.
+    (dest / "male_names.txt").write_bytes(("\r\n".join(listed_m) + "\r\n").encode())
+    (dest / "female_names.txt").write_bytes(("\r\n".join(listed_f) + "\r\n").encode())
+    return dest
+
+
+@pytest.fixture
+def lfw_subset(lfw_root: Path, tmp_path: Path) -> Path:
+    return make_lfw_subset(lfw_root, tmp_path / "lfw", women=10, men=14)
+
+
+@pytest.fixture(scope="session")
+def synth_files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from san_search.data import synth_files
+
+    return synth_files(tmp_path_factory.mktemp("synthraw") / "faces", identities=24,
+                       images_per_identity=4, size=32, seed=3)
