@@ -15,13 +15,12 @@ from san_search.errors import SanSearchError
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
+    message = f"expected three numbers like 0.7,0.15,0.15, got {text!r}"
     try:
-        parts = tuple(float(x) for x in text.split(","))
+        a, b, c = (float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected three numbers like 0.7,0.15,0.15, got {text!r}")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected three numbers like 0.7,0.15,0.15, got {text!r}")
-    return parts  # type: ignore[return-value]
+        raise argparse.ArgumentTypeError(message) from None
+    return a, b, c
 
 
 def _add_build_options(p: argparse.ArgumentParser) -> None:

@@ -259,5 +259,7 @@ def summary_table(info: dict[str, Any], out: Path | None = None) -> str:
         + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(rej.items())) + ")" if rej else "")
         + (f" -> {out / 'rejected.csv'}" if out is not None and n_rej else "")
     )
-    lines.append(f"size {info['size']} px, seed {info['seed']}, fingerprint {info['fingerprint'][:16]}")
+    lines.append(
+        f"size {info['size']} px, seed {info['seed']}, fingerprint {info['fingerprint'][:16]}"
+    )
     return "\n".join(lines)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -43,12 +44,13 @@ class Decoded:
 _CASCADE = None
 
 
-def _cascade():  # type: ignore[no-untyped-def]
+def _cascade() -> Any:
     global _CASCADE
     if _CASCADE is None:
         import cv2
 
-        path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
+        folder = cv2.data.haarcascades  # type: ignore[attr-defined]
+        path = os.path.join(folder, "haarcascade_frontalface_default.xml")
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
             raise RuntimeError(
@@ -90,8 +92,7 @@ def to_face(img: Image.Image, settings: Settings) -> np.ndarray | None:
         cx, cy, side = found
         face = crop_square(gray, cx, cy, side)
     else:
-        side = settings.crop * min(w, h)
-        face = crop_square(gray, w / 2.0, h / 2.0, side)
+        face = crop_square(gray, w / 2.0, h / 2.0, settings.crop * min(w, h))
     face = face.resize((settings.size, settings.size), Image.Resampling.LANCZOS)
     return np.asarray(face, dtype=np.uint8)
 

@@ -129,10 +129,10 @@ def make_pairs(identity: np.ndarray, n_pairs: int, seed: int) -> Pairs:
             if identity[a] != identity[b]:
                 imp.add((min(a, b), max(a, b)))
     both = gen + sorted(imp)
-    a = np.array([p[0] for p in both], dtype=np.int32)
-    b = np.array([p[1] for p in both], dtype=np.int32)
+    first = np.array([p[0] for p in both], dtype=np.int32)
+    second = np.array([p[1] for p in both], dtype=np.int32)
     same = np.array([True] * len(gen) + [False] * len(imp), dtype=bool)
-    return Pairs(a, b, same)
+    return Pairs(first, second, same)
 
 
 def cap_per_identity(identity: np.ndarray, cap: int, seed: int) -> np.ndarray:

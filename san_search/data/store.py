@@ -202,7 +202,7 @@ def write_dataset(
                     pa.table({"a": pairs.a, "b": pairs.b, "same": pairs.same}),
                     tmp / "pairs" / f"{split}.parquet",
                 )
-        np.savez(tmp / "prototypes.npz", **prototypes)
+        np.savez(tmp / "prototypes.npz", **prototypes)  # type: ignore[arg-type]
         with (tmp / "rejected.csv").open("w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["path", "reason"])
@@ -249,7 +249,7 @@ class SplitView:
             None,
         )
 
-    def torch_images(self):  # type: ignore[no-untyped-def]
+    def torch_images(self) -> Any:
         """The images as a uint8 torch tensor (N, S, S) sharing memory with the mapped file.
 
         The memory is read-only: convert (``.float() / 255``) before changing anything."""

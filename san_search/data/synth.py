@@ -25,7 +25,9 @@ from san_search.errors import DataError
 GENDER_SHIFT = 1.4
 
 
-def _identity_params(rng: np.random.Generator, n: int, female_share: float) -> dict[str, np.ndarray]:
+def _identity_params(
+    rng: np.random.Generator, n: int, female_share: float
+) -> dict[str, np.ndarray]:
     gender = (rng.random(n) >= female_share).astype(np.int8)  # 1 = male
     m = np.where(gender == 1, GENDER_SHIFT, -GENDER_SHIFT) + rng.standard_normal(n)
     u = lambda lo, hi: rng.uniform(lo, hi, n)  # noqa: E731
@@ -198,11 +200,11 @@ def synth_files(
                                               female_share)
     out = Path(out).absolute()
     with atomic_folder(out, overwrite) as tmp:
+        rows = [["path", "identity", "gender"]]
+        for im, name, g, src in zip(images, names, gender, sources, strict=True):
+            (tmp / src).parent.mkdir(exist_ok=True)
+            Image.fromarray(im).save(tmp / src)
+            rows.append([src, name, "M" if g == 1 else "F"])
         with (tmp / "manifest.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "identity", "gender"])
-            for im, name, g, src in zip(images, names, gender, sources, strict=True):
-                (tmp / src).parent.mkdir(exist_ok=True)
-                Image.fromarray(im).save(tmp / src)
-                w.writerow([src, name, "M" if g == 1 else "F"])
+            csv.writer(fh).writerows(rows)
     return out

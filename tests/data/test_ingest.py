@@ -21,8 +21,10 @@ def _lfw_tree(root: Path) -> Path:
     for name, k in [("Ann_A", 2), ("Bob_B", 2), ("Cy_C", 1), ("Di_D", 1)]:
         for i in range(1, k + 1):
             _png(root / "lfw-deepfunneled" / name / f"{name}_{i:04d}.jpg")
-    (root / "male_names.txt").write_bytes(b"Bob_B_0001.jpg\r\nBob_B_0002.jpg\r\nDi_D_0001.jpg\r\n")
-    (root / "female_names.txt").write_bytes(b"Ann_A_0001.jpg\r\nAnn_A_0002.jpg\r\nDi_D_0001.jpg\r\n")
+    male = ["Bob_B_0001.jpg", "Bob_B_0002.jpg", "Di_D_0001.jpg"]
+    female = ["Ann_A_0001.jpg", "Ann_A_0002.jpg", "Di_D_0001.jpg"]
+    (root / "male_names.txt").write_bytes("\r\n".join(male).encode() + b"\r\n")
+    (root / "female_names.txt").write_bytes("\r\n".join(female).encode() + b"\r\n")
     return root
 
 
