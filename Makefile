@@ -3,6 +3,8 @@
 #   make test   lint, types and the test suite (what CI runs, via .ci/run)
 # The virtual environment is created on first use and rebuilt when pyproject.toml changes.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +16,8 @@ EXTRAS ?= dev
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]'
+	@# (pip's "Location ... is ignored" warnings, from some machines' pip config, are noise)
+	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@# This environment may set PYTHONDONTWRITEBYTECODE: compile once here instead of on
 	@# every import (importing torch + ray + mlflow is about 3x faster with bytecode).
 	@$(BIN)/python -m compileall -q -j 0 -x 'py312_intrinsics' $(VENV)/lib > /dev/null \

@@ -1,0 +1,196 @@
+"""Typed settings loaded from YAML, with errors that name the file, the entry and the key.
+
+`load_dataclass` turns a mapping into a frozen dataclass, checking every key against the
+fields and every value against the field's type; the zoo, candidate and search-space loaders
+build on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from san_search.errors import SanSearchError
+
+T = TypeVar("T")
+
+
+class ConfigError(SanSearchError):
+    """A settings file or mapping with a bad key or value."""
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"settings file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{where}: unsupported field type {_type_name(tp)}")
+
+
+def load_dataclass(cls: type[T], data: Any, where: str) -> T:
+    """Build `cls` from `data`, naming `where` (file and entry) in every error."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), fields, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"{where}: unknown key '{key}'{hint} (allowed: {', '.join(sorted(fields))})"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}: key '{k}'") for k, v in data.items()}
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key '{missing[0]}'")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+# ------------------------------------------------------------------ the zoo
+
+ROLES = ("aux", "val", "test")
+ZOO_KINDS = ("gender", "matcher")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo model: what it is, which role it has, and how it is trained."""
+
+    name: str
+    kind: str  # gender | matcher
+    arch: str  # a name registered for that kind
+    role: str  # aux (SANs train against it) | val (scores candidates) | test (final report)
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    # 0 = every train image each epoch; otherwise a seeded sample of this many per epoch,
+    # which keeps CPU epochs short on large sets.
+    images_per_epoch: int = 0
+    embed_dim: int = 128  # matchers only
+    weights: str | None = None  # local pretrained weights (safetensors or a torch state dict)
+    seed: int = 0
+    cpus: float = 1.0  # Ray resources of the training task
+    gpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ZOO_KINDS:
+            raise ValueError(f"key 'kind': {self.kind!r} is not one of {', '.join(ZOO_KINDS)}")
+        if self.role not in ROLES:
+            raise ValueError(f"key 'role': {self.role!r} is not one of {', '.join(ROLES)}")
+        for key in ("epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key '{key}' must be at least 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ValueError(f"key 'lr' must be positive, got {self.lr}")
+        if self.cpus <= 0 or self.gpus < 0:
+            raise ValueError(f"key 'cpus' must be > 0 and 'gpus' >= 0, got {self.cpus}, "
+                             f"{self.gpus}")
+        if not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"key 'name': {self.name!r} may use letters, digits, '_' and '-'")
+
+    def training_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("name", "kind", "arch", "role", "cpus", "gpus")}
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    models: tuple[ModelSpec, ...] = field(default_factory=tuple)
+
+
+def load_zoo_spec(path: str | Path) -> ZooSpec:
+    """Read a zoo YAML: optional `defaults:` (any model key) and a `models:` list."""
+    from san_search.models import UnknownModelError
+    from san_search.models.registry import builder
+
+    path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with 'models:' (and optional 'defaults:')")
+    unknown = [k for k in data if k not in ("defaults", "models")]
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (allowed: defaults, models)")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: 'defaults' must be a mapping")
+    entries = data.get("models")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{path}: 'models' must be a non-empty list")
+    specs: list[ModelSpec] = []
+    for i, entry in enumerate(entries):
+        label = entry.get("name", f"#{i + 1}") if isinstance(entry, dict) else f"#{i + 1}"
+        where = f"{path}: models[{i}] ({label})"
+        spec = load_dataclass(ModelSpec, {**defaults, **(entry or {})}, where)
+        try:
+            builder(spec.kind, spec.arch)
+        except UnknownModelError as exc:
+            raise ConfigError(f"{where}: key 'arch': {exc}") from None
+        specs.append(spec)
+    names = [s.name for s in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{path}: model name '{dup[0]}' is used twice; names must be unique")
+    return ZooSpec(tuple(specs))

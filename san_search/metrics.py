@@ -1,0 +1,66 @@
+"""Pure metric functions shared by the zoo report, candidate evaluation and selection.
+
+Definitions (see the design notes): ROC-AUC of a score against binary labels; verification
+TAR at a fixed FAR; privacy = 1 - |2·AUC - 1| (1 at chance, 0 when a classifier separates the
+genders perfectly either way round).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC: the probability that a random positive scores above a random negative (ties
+    count one half). Raises ValueError when either class is empty."""
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    labels = np.asarray(labels).astype(bool).ravel()
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"roc_auc needs both classes, got {n_pos} positive and {n_neg} negative")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + e + 1) / 2.0
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float = 0.01) -> float:
+    """True accept rate at the threshold where at most `far` of impostor pairs are accepted
+    (a pair is accepted when its score is strictly above the threshold)."""
+    genuine = np.asarray(genuine, dtype=np.float64).ravel()
+    impostor = np.sort(np.asarray(impostor, dtype=np.float64).ravel())[::-1]
+    if len(genuine) == 0 or len(impostor) == 0:
+        raise ValueError("tar_at_far needs genuine and impostor scores")
+    if not 0 <= far < 1:
+        raise ValueError(f"far must be in [0, 1), got {far}")
+    k = int(np.floor(far * len(impostor)))
+    threshold = impostor[k]  # the (k+1)-th highest impostor score: k impostors lie above it
+    return float((genuine > threshold).mean())
+
+
+def verification(scores: np.ndarray, same: np.ndarray, far: float = 0.01) -> dict[str, float]:
+    """TAR@FAR and ROC-AUC of pair similarity scores against same/different labels."""
+    same = np.asarray(same, dtype=bool)
+    return {
+        "tar": tar_at_far(scores[same], scores[~same], far),
+        "auc": roc_auc(scores, same),
+    }
+
+
+def privacy_from_auc(auc: float) -> float:
+    """1 - |2·AUC - 1|: 1.0 at chance, 0.0 for perfect separation in either direction."""
+    return 1.0 - abs(2.0 * auc - 1.0)
+
+
+def gender_scores(male_score: np.ndarray, gender: np.ndarray) -> dict[str, float]:
+    """Accuracy (male when score > 0.5), error rate, ROC-AUC and privacy of a gender classifier."""
+    male_score = np.asarray(male_score, dtype=np.float64)
+    gender = np.asarray(gender).astype(bool)
+    acc = float(((male_score > 0.5) == gender).mean())
+    auc = roc_auc(male_score, gender)
+    return {"accuracy": acc, "error": 1.0 - acc, "auc": auc, "privacy": privacy_from_auc(auc)}

@@ -1,0 +1,103 @@
+"""Gender classifiers: the ICB 2018 auxiliary CNN (`paper_cnn`) and timm architectures with one
+input channel and two classes. All take (B, 1, H, W) in [0, 1] and return (B, 2) logits,
+class 1 = male."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from san_search.models.registry import register
+
+# ImageNet architectures downsample 32x: a 32 px face would end as a 1x1 map. Inputs smaller
+# than this are upsampled first (bilinear), trading compute for a usable feature map.
+MIN_INPUT = 64
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - 0.5) / 0.25
+
+
+class PaperCNN(nn.Module):
+    """The ICB 2018 auxiliary gender CNN, made size-agnostic with global average pooling."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128), dropout: float = 0.3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for c in widths:
+            layers += [nn.Conv2d(cin, c, 3, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2),
+                       nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2),
+                       nn.MaxPool2d(2)]
+            cin = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(cin, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(_normalise(x)))
+
+
+class TimmClassifier(nn.Module):
+    """A timm backbone with one input channel and two classes, upsampling small inputs."""
+
+    def __init__(self, arch: str, image_size: int, min_input: int = MIN_INPUT,
+                 **timm_kwargs: Any) -> None:
+        super().__init__()
+        self.arch = arch
+        self.input_size = max(image_size, min_input)
+        self.body = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=2,
+                                      **timm_kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False)
+        return self.body(_normalise(x))  # type: ignore[no-any-return]
+
+
+@register("gender")
+def paper_cnn(image_size: int = 64) -> nn.Module:
+    return PaperCNN()
+
+
+@register("gender")
+def resnet10t(image_size: int = 64) -> nn.Module:
+    return TimmClassifier("resnet10t", image_size)
+
+
+@register("gender")
+def mobilenetv3_small_100(image_size: int = 64) -> nn.Module:
+    return TimmClassifier("mobilenetv3_small_100", image_size)
+
+
+@register("gender")
+def efficientnet_b0(image_size: int = 64) -> nn.Module:
+    return TimmClassifier("efficientnet_b0", image_size)
+
+
+@register("gender")
+def convnext_atto(image_size: int = 64) -> nn.Module:
+    return TimmClassifier("convnext_atto", image_size)
+
+
+@register("gender")
+def regnetx_002(image_size: int = 64) -> nn.Module:
+    return TimmClassifier("regnetx_002", image_size)
+
+
+@register("gender")
+def ghostnet_100(image_size: int = 64) -> nn.Module:
+    return TimmClassifier("ghostnet_100", image_size)
+
+
+@register("gender")
+def vit_tiny(image_size: int = 64) -> nn.Module:
+    """A tiny ViT at the image's own size: patches of size/8, so 64 tokens."""
+    patch = max(2, image_size // 8)
+    return TimmClassifier("vit_tiny_patch16_224", image_size, min_input=image_size,
+                          img_size=image_size, patch_size=patch)

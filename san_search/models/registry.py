@@ -1,0 +1,75 @@
+"""One registry per model kind (autoencoder, gender, matcher), timm-style.
+
+`register(kind)` is a plain decorator that stores a builder function under its name;
+`create(kind, name, **cfg)` calls it; `list_models(kind)` lists the names. An unknown name is
+answered with the closest registered ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from torch import nn
+
+from san_search.errors import SanSearchError
+
+KINDS = ("autoencoder", "gender", "matcher")
+_REGISTRY: dict[str, dict[str, Callable[..., nn.Module]]] = {k: {} for k in KINDS}
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+
+class UnknownModelError(SanSearchError, KeyError):
+    """A model kind or name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in _REGISTRY:
+        raise UnknownModelError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
+
+
+def register(kind: str, name: str | None = None) -> Callable[[F], F]:
+    """Register a builder under `name` (default: the function's name) for `kind`."""
+    _check_kind(kind)
+
+    def deco(fn: F) -> F:
+        key = name or fn.__name__
+        if key in _REGISTRY[kind]:
+            raise ValueError(f"{kind} model {key!r} is registered twice")
+        _REGISTRY[kind][key] = fn
+        return fn
+
+    return deco
+
+
+def list_models(kind: str) -> list[str]:
+    """Registered names of `kind`, sorted."""
+    _ensure_loaded()
+    _check_kind(kind)
+    return sorted(_REGISTRY[kind])
+
+
+def builder(kind: str, name: str) -> Callable[..., nn.Module]:
+    _ensure_loaded()
+    _check_kind(kind)
+    if name not in _REGISTRY[kind]:
+        close = difflib.get_close_matches(name, _REGISTRY[kind], n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown {kind} model {name!r}{hint} (registered: {', '.join(sorted(_REGISTRY[kind]))})"
+        )
+    return _REGISTRY[kind][name]
+
+
+def create(kind: str, name: str, **cfg: Any) -> nn.Module:
+    """Build a registered model with random weights."""
+    return builder(kind, name)(**cfg)
+
+
+def _ensure_loaded() -> None:
+    # The model families register themselves on import.
+    from san_search.models import autoencoders, gender, matchers  # noqa: F401

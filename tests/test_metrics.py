@@ -1,0 +1,58 @@
+"""Metric functions on hand-made inputs with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from san_search.metrics import (
+    gender_scores,
+    privacy_from_auc,
+    roc_auc,
+    tar_at_far,
+    verification,
+)
+
+
+def test_auc_known_values() -> None:
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == 1.0
+    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([0, 0, 1, 1])) == 0.0
+    # one swapped pair out of four: 3/4
+    assert roc_auc(np.array([0.1, 0.6, 0.5, 0.9]), np.array([0, 0, 1, 1])) == 0.75
+    # all tied: one half
+    assert roc_auc(np.ones(6), np.array([0, 1, 0, 1, 0, 1])) == 0.5
+
+
+def test_auc_needs_both_classes() -> None:
+    with pytest.raises(ValueError, match="got 3 positive and 0 negative"):
+        roc_auc(np.array([0.1, 0.2, 0.3]), np.array([1, 1, 1]))
+
+
+def test_tar_at_far_known_values() -> None:
+    impostor = np.arange(100, dtype=float)  # 0..99
+    genuine = np.array([50.0, 98.5, 99.5, 200.0])
+    # FAR 1%: one impostor (99) may pass: threshold 98 -> genuine above 98: 98.5, 99.5, 200
+    assert tar_at_far(genuine, impostor, 0.01) == 0.75
+    # FAR 0: threshold 99 -> 99.5 and 200
+    assert tar_at_far(genuine, impostor, 0.0) == 0.5
+    # FAR 50%: threshold 49 -> all four
+    assert tar_at_far(genuine, impostor, 0.5) == 1.0
+
+
+def test_verification_and_privacy() -> None:
+    scores = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.75])
+    same = np.array([1, 1, 1, 0, 0, 0], bool)
+    v = verification(scores, same, far=0.0)  # no impostor may pass: threshold 0.75
+    assert v["tar"] == pytest.approx(2 / 3)
+    # one of three impostors may pass: threshold drops to 0.2, every genuine pair passes
+    assert verification(scores, same, far=0.34)["tar"] == 1.0
+    assert v["auc"] == pytest.approx(8 / 9)
+    assert privacy_from_auc(0.5) == 1.0
+    assert privacy_from_auc(1.0) == 0.0 and privacy_from_auc(0.0) == 0.0
+    assert privacy_from_auc(0.75) == 0.5
+
+
+def test_gender_scores() -> None:
+    g = gender_scores(np.array([0.9, 0.2, 0.6, 0.4]), np.array([1, 0, 0, 1]))
+    assert g["accuracy"] == 0.5 and g["error"] == 0.5
+    assert g["auc"] == 0.75 and g["privacy"] == 0.5
