@@ -19,7 +19,7 @@ def test_autoencoder_forward(name: str) -> None:
     same, opp = torch.rand(2, 1, SIZE, SIZE), torch.rand(2, 1, SIZE, SIZE)
     out_same, out_opp = model(x, same, opp)
     assert out_same.shape == out_opp.shape == (2, 1, SIZE, SIZE)
-    assert 0 <= float(out_opp.min()) and float(out_opp.max()) <= 1
+    assert float(out_opp.min()) >= 0 and float(out_opp.max()) <= 1
     assert not torch.equal(out_same, out_opp)  # the prototype changes the output
 
 

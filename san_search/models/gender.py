@@ -57,7 +57,8 @@ class TimmClassifier(nn.Module):
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False)
-        return self.body(_normalise(x))  # type: ignore[no-any-return]
+        out: torch.Tensor = self.body(_normalise(x))
+        return out
 
 
 @register("gender")

@@ -59,9 +59,8 @@ def builder(kind: str, name: str) -> Callable[..., nn.Module]:
     if name not in _REGISTRY[kind]:
         close = difflib.get_close_matches(name, _REGISTRY[kind], n=3, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise UnknownModelError(
-            f"unknown {kind} model {name!r}{hint} (registered: {', '.join(sorted(_REGISTRY[kind]))})"
-        )
+        known = ", ".join(sorted(_REGISTRY[kind]))
+        raise UnknownModelError(f"unknown {kind} model {name!r}{hint} (registered: {known})")
     return _REGISTRY[kind][name]
 
 
