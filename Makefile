@@ -10,7 +10,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
-EXTRAS ?= dev
+EXTRAS ?= dev,evaluators
 
 .PHONY: install demo test lint clean
 

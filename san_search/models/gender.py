@@ -98,7 +98,7 @@ def ghostnet_100(image_size: int = 64) -> nn.Module:
 
 @register("gender")
 def vit_tiny(image_size: int = 64) -> nn.Module:
-    """A tiny ViT at the image's own size: patches of size/8, so 64 tokens."""
-    patch = max(2, image_size // 8)
+    """A tiny ViT at the image's own size: patches of size/4, so 16 tokens."""
+    patch = max(2, image_size // 4)
     return TimmClassifier("vit_tiny_patch16_224", image_size, min_input=image_size,
                           img_size=image_size, patch_size=patch)

