@@ -102,6 +102,27 @@ def cmd_zoo_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from san_search.config import load_candidate
+    from san_search.experiment import run_candidate
+
+    cfg = load_candidate(args.config)
+    summary = run_candidate(
+        cfg, Path(args.data), Path(args.zoo), tracking_uri=args.tracking_uri,
+        experiment=args.experiment, out=Path(args.out), name=args.name,
+        resume_from=args.resume_from, max_failures=args.max_failures,
+        ray_address=args.ray_address,
+    )
+    print(f"{'alpha':>5} {'privacy':>8} {'utility':>8} {'SSIM':>6}   (val pool means)")
+    for p in summary["curve"]:
+        print(f"{p['alpha']:>5.2f} {p['privacy_mean']:>8.3f} {p['utility_mean']:>8.3f} "
+              f"{p['ssim']:>6.3f}")
+    for k, v in summary["matched"].items():
+        print(f"{k}: {v:.3f}")
+    print(f"MLflow run {summary['run_id']} ({summary['name']}); checkpoint {summary['checkpoint']}")
+    return 0
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     from san_search.models import KINDS, list_models
 
@@ -189,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-mlflow", action="store_true", help="print only")
     _add_tracking(r, "san-search-zoo")
     r.set_defaults(func=cmd_zoo_report)
+
+    t = sub.add_parser(
+        "train", help="train one SAN candidate on Ray Train and track it in MLflow",
+        description="Train one candidate (YAML of CandidateConfig keys) with Ray Train's "
+        "TorchTrainer, score it on the val pool (trade-off curve, noise and blur baselines) "
+        "and record it as one MLflow run.",
+    )
+    t.add_argument("--data", required=True, help="prepared dataset folder")
+    t.add_argument("--zoo", required=True, help="zoo folder (aux models for training, val "
+                   "models for scoring)")
+    t.add_argument("--config", required=True, help="candidate YAML")
+    t.add_argument("--out", default="runs/train", help="Ray Train storage for checkpoints "
+                   "(runs/train)")
+    t.add_argument("--name", default=None, help="run name (default: san-<time>)")
+    t.add_argument("--resume-from", default=None, help="a checkpoint folder to continue from")
+    t.add_argument("--max-failures", type=int, default=1,
+                   help="restarts of dead workers from the last checkpoint (1)")
+    t.add_argument("--ray-address", default=None, help="Ray cluster (default: a local Ray)")
+    _add_tracking(t, "san-search-train")
+    t.set_defaults(func=cmd_train)
 
     models = sub.add_parser("models", help="list the registered architectures")
     models.set_defaults(func=cmd_models_list)

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 from san_search.errors import SanSearchError
 
 T = TypeVar("T")
@@ -27,6 +25,8 @@ class ConfigError(SanSearchError):
 
 
 def read_yaml(path: str | Path) -> Any:
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"settings file not found: {path}")
@@ -194,3 +194,73 @@ def load_zoo_spec(path: str | Path) -> ZooSpec:
     if dup:
         raise ConfigError(f"{path}: model name '{dup[0]}' is used twice; names must be unique")
     return ZooSpec(tuple(specs))
+
+
+# ------------------------------------------------------------------ one SAN candidate
+
+MATCHER_DISTANCES = ("mse", "cosine")
+
+
+@dataclass(frozen=True)
+class CandidateConfig:
+    """Everything that defines one SAN candidate: architecture, auxiliaries, loss, training."""
+
+    autoencoder: str = "san_conv"  # registry name: san_paper | san_conv
+    depth: int = 2  # san_conv only
+    width: int = 16  # san_conv only
+    skip: bool = False  # san_conv only
+    # auxiliary models by zoo name; only role `aux` is accepted. Several gender classifiers
+    # train one SAN against all of them (the ensemble paper's diversity route).
+    aux_gender: tuple[str, ...] = ("gender_aux_paper_cnn",)
+    aux_matcher: str = "matcher_aux_resnet10t"
+    w_rec: float = 1.0  # L1(x, out_same)
+    w_gender: float = 1.0  # CE(g(out_same), y) + CE(g(out_opp), 1 - y), mean over aux_gender
+    w_matcher: float = 1.0  # distance of the outputs' mean embedding to f(x)
+    matcher_warmup: int = 1  # epochs before the matcher term is switched on (the paper's warm-up)
+    matcher_distance: str = "mse"  # mse (as in the paper) | cosine
+    lr: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 5
+    images_per_epoch: int = 0  # 0 = every train image each epoch; else a seeded sample
+    seed: int = 0
+    amp: bool = False  # bfloat16 autocast (CUDA); float32 otherwise
+    num_workers: int = 1  # Ray Train workers (DDP when more than one)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # when use_gpu; fractions let small SANs share a GPU
+
+    def __post_init__(self) -> None:
+        if not self.aux_gender:
+            raise ValueError("key 'aux_gender' needs at least one auxiliary gender classifier")
+        if self.matcher_distance not in MATCHER_DISTANCES:
+            raise ValueError(f"key 'matcher_distance': {self.matcher_distance!r} is not one of "
+                             f"{', '.join(MATCHER_DISTANCES)}")
+        for key in ("w_rec", "w_gender", "w_matcher"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"key '{key}' must be >= 0, got {getattr(self, key)}")
+        for key in ("epochs", "batch_size", "num_workers"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key '{key}' must be at least 1, got {getattr(self, key)}")
+        if self.matcher_warmup < 0:
+            raise ValueError(f"key 'matcher_warmup' must be >= 0, got {self.matcher_warmup}")
+        if self.lr <= 0:
+            raise ValueError(f"key 'lr' must be positive, got {self.lr}")
+
+    def autoencoder_kwargs(self) -> dict[str, Any]:
+        if self.autoencoder == "san_conv":
+            return {"depth": self.depth, "width": self.width, "skip": self.skip}
+        return {}
+
+    def as_params(self) -> dict[str, Any]:
+        """Flat values for MLflow params and Tune configs."""
+        d = dataclasses.asdict(self)
+        d["aux_gender"] = ",".join(self.aux_gender)
+        return d
+
+
+def load_candidate(path: str | Path) -> CandidateConfig:
+    path = Path(path)
+    data = read_yaml(path)
+    if isinstance(data, dict) and isinstance(data.get("aux_gender"), str):
+        data = {**data, "aux_gender": [data["aux_gender"]]}
+    return load_dataclass(CandidateConfig, data, str(path))

@@ -64,3 +64,35 @@ def gender_scores(male_score: np.ndarray, gender: np.ndarray) -> dict[str, float
     acc = float(((male_score > 0.5) == gender).mean())
     auc = roc_auc(male_score, gender)
     return {"accuracy": acc, "error": 1.0 - acc, "auc": auc, "privacy": privacy_from_auc(auc)}
+
+
+def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7, sigma: float = 1.5) -> np.ndarray:
+    """Per-image SSIM of two stacks (N, H, W) of images in [0, 1] (Gaussian window, the
+    usual constants C1 = 0.01², C2 = 0.03², over the valid region). Returns (N,)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.as_tensor(np.asarray(a, dtype=np.float32)).unsqueeze(1)
+    y = torch.as_tensor(np.asarray(b, dtype=np.float32)).unsqueeze(1)
+    if x.shape != y.shape:
+        raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
+    win = min(window, x.shape[-1], x.shape[-2])
+    g = torch.exp(-((torch.arange(win, dtype=torch.float32) - (win - 1) / 2) ** 2)
+                  / (2 * sigma**2))
+    g = (g / g.sum())
+    k = (g[:, None] * g[None, :]).view(1, 1, win, win)
+    mu_x, mu_y = F.conv2d(x, k), F.conv2d(y, k)
+    sxx = F.conv2d(x * x, k) - mu_x**2
+    syy = F.conv2d(y * y, k) - mu_y**2
+    sxy = F.conv2d(x * y, k) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2))
+    return s.mean(dim=(1, 2, 3)).numpy().astype(np.float64)
+
+
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def blend(x: np.ndarray, x_san: np.ndarray, alpha: float) -> np.ndarray:
+    """The trade-off curve's images: (1 - alpha)·x + alpha·SAN(x)."""
+    return ((1.0 - alpha) * np.asarray(x, np.float32) + alpha * np.asarray(x_san, np.float32))

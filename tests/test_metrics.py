@@ -56,3 +56,28 @@ def test_gender_scores() -> None:
     g = gender_scores(np.array([0.9, 0.2, 0.6, 0.4]), np.array([1, 0, 0, 1]))
     assert g["accuracy"] == 0.5 and g["error"] == 0.5
     assert g["auc"] == 0.75 and g["privacy"] == 0.5
+
+
+def test_ssim_known_values() -> None:
+    from san_search.metrics import ssim
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 16, 16)).astype(np.float32)
+    assert np.allclose(ssim(x, x), 1.0, atol=1e-5)
+    # a constant offset keeps structure but changes luminance: below 1, above the noisy copy
+    shifted = np.clip(x + 0.2, 0, 1)
+    noisy = np.clip(x + rng.normal(0, 0.3, x.shape), 0, 1)
+    s_shift, s_noise = ssim(x, shifted), ssim(x, noisy)
+    assert (s_shift < 1).all() and (s_noise < s_shift).all()
+    # negatively correlated images have negative SSIM
+    assert (ssim(x, 1 - x) < 0).all()
+    with pytest.raises(ValueError, match="equal shapes"):
+        ssim(x, x[:, :8])
+
+
+def test_blend_endpoints() -> None:
+    from san_search.metrics import blend
+
+    x, y = np.zeros((1, 2, 2)), np.ones((1, 2, 2))
+    assert np.array_equal(blend(x, y, 0.0), x) and np.array_equal(blend(x, y, 1.0), y)
+    assert np.allclose(blend(x, y, 0.25), 0.25)

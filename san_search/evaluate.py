@@ -1,0 +1,200 @@
+"""Scoring any image transform against an evaluator pool: privacy per gender classifier,
+utility per matcher (perturbed probe vs original gallery, as retention of the original
+TAR@1%FAR), realism (SSIM), pool mean and worst case, and the trade-off curve over alpha.
+
+Utility of a matcher whose TAR@1%FAR on original pairs is 0 (too weak, or fewer than 100
+impostor pairs) would be 0/0; its ROC-AUC retention, (AUC' - 0.5) / (AUC - 0.5), stands in.
+Retention is capped at 1: a perturbed set that verifies better than the originals does so by
+chance, and an uncapped ratio would let that noise dominate a Pareto front.
+
+Transforms map float images (N, S, S) in [0, 1] to the same shape. A SAN's transform is its
+opposite-prototype output; the naive baselines are Gaussian noise and Gaussian blur.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from san_search.data.store import SplitView
+from san_search.evaluators import GenderEvaluator, MatcherEvaluator, as_float
+from san_search.metrics import ALPHAS, blend, gender_scores, ssim, verification
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Pool:
+    """The gender classifiers and matchers of one role."""
+
+    role: str
+    genders: list[GenderEvaluator] = field(default_factory=list)
+    matchers: list[MatcherEvaluator] = field(default_factory=list)
+
+
+def load_pool(zoo: Any, role: str, device: str = "cpu", *, third_party: bool = False) -> Pool:
+    """The zoo's models of `role` (plus the installed third-party models for `test`)."""
+    pool = Pool(role,
+                [zoo.gender_evaluator(n, device) for n in zoo.names("gender", role)],
+                [zoo.matcher_evaluator(n, device) for n in zoo.names("matcher", role)])
+    if third_party and role == "test":
+        from san_search.evaluators import third_party_evaluators
+
+        extra = third_party_evaluators()
+        pool.genders += extra.genders
+        pool.matchers += extra.matchers
+    return pool
+
+
+class PoolScorer:
+    """Scores perturbed versions of one split's images; original embeddings and the original
+    TAR of every matcher are computed once."""
+
+    def __init__(self, pool: Pool, view: SplitView, *, far: float = 0.01) -> None:
+        if view.pairs is None:
+            raise ValueError(f"split {view.name!r} has no verification pairs")
+        if not pool.genders or not pool.matchers:
+            raise ValueError(f"the {pool.role!r} pool needs at least one gender classifier and "
+                             "one matcher")
+        self.pool, self.view, self.far = pool, view, far
+        self.original = as_float(view.images)
+        self.gender = view.gender
+        self._orig_emb = {m.name: m.embed(self.original) for m in pool.matchers}
+        self.original_tar, self.original_auc = {}, {}
+        for m in pool.matchers:
+            e = self._orig_emb[m.name]
+            s = (e[view.pairs.a] * e[view.pairs.b]).sum(axis=1)
+            v = verification(s, view.pairs.same, far)
+            self.original_tar[m.name], self.original_auc[m.name] = v["tar"], v["auc"]
+
+    def score(self, images: np.ndarray) -> dict[str, float]:
+        """Metrics of `images` (the perturbed split, row-aligned with the originals)."""
+        pairs = self.view.pairs
+        assert pairs is not None
+        images = as_float(images)
+        out: dict[str, float] = {}
+        privacy, error = [], []
+        for g in self.pool.genders:
+            m = gender_scores(g.male_score(images), self.gender)
+            out[f"privacy.{g.name}"], out[f"error.{g.name}"] = m["privacy"], m["error"]
+            out[f"gender_auc.{g.name}"] = m["auc"]
+            privacy.append(m["privacy"])
+            error.append(m["error"])
+        utility = []
+        for mt in self.pool.matchers:
+            probe = mt.embed(images)
+            s = (probe[pairs.a] * self._orig_emb[mt.name][pairs.b]).sum(axis=1)
+            v = verification(s, pairs.same, self.far)
+            base = self.original_tar[mt.name]
+            if base > 0:
+                u = min(1.0, v["tar"] / base)  # a perturbation that verifies better by chance
+            else:
+                # The matcher verifies nothing at this FAR even on originals (too weak, or too
+                # few impostor pairs): retention of ROC-AUC above chance stands in.
+                above = self.original_auc[mt.name] - 0.5
+                u = min(1.0, max(0.0, (v["auc"] - 0.5) / above)) if above > 0 else 0.0
+            out[f"tar.{mt.name}"], out[f"match_auc.{mt.name}"] = v["tar"], v["auc"]
+            out[f"utility.{mt.name}"] = u
+            utility.append(u)
+        out.update({
+            "privacy_mean": float(np.mean(privacy)), "privacy_min": float(np.min(privacy)),
+            "error_mean": float(np.mean(error)),
+            "utility_mean": float(np.mean(utility)), "utility_min": float(np.min(utility)),
+            "ssim": float(ssim(images, self.original).mean()),
+        })
+        return out
+
+
+# ------------------------------------------------------------------ transforms
+
+
+def identity() -> Transform:
+    return lambda x: as_float(x)
+
+
+def gaussian_noise(sigma: float, seed: int = 0) -> Transform:
+    def apply(x: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        x = as_float(x)
+        return np.clip(x + rng.normal(0.0, sigma, x.shape).astype(np.float32), 0.0, 1.0)
+
+    return apply
+
+
+def gaussian_blur(sigma: float) -> Transform:
+    def apply(x: np.ndarray) -> np.ndarray:
+        t = torch.from_numpy(as_float(x)).unsqueeze(1)
+        radius = max(1, int(np.ceil(3 * sigma)))
+        k = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2)
+                      / (2 * sigma**2))
+        k = (k / k.sum()).view(1, 1, 1, -1)
+        t = F.pad(t, (radius, radius, 0, 0), mode="replicate")
+        t = F.conv2d(t, k)
+        t = F.pad(t, (0, 0, radius, radius), mode="replicate")
+        t = F.conv2d(t, k.transpose(-1, -2))
+        return t.squeeze(1).numpy()
+
+    return apply
+
+
+def san_transform(model: nn.Module, prototypes: dict[str, np.ndarray], gender: np.ndarray,
+                  device: str = "cpu", batch: int = 256) -> Transform:
+    """The SAN's privacy output: each face decoded with its own gender's prototype into the
+    encoder and the opposite gender's prototype into the combiner. Uses the true gender, as
+    the SAN papers do when they evaluate."""
+    female = torch.from_numpy(prototypes["female"]).float()
+    male = torch.from_numpy(prototypes["male"]).float()
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        model.eval().to(device)
+        xs = as_float(x)
+        out = np.empty_like(xs)
+        with torch.no_grad():
+            for i in range(0, len(xs), batch):
+                t = torch.from_numpy(xs[i : i + batch]).unsqueeze(1).to(device)
+                g = torch.from_numpy(gender[i : i + batch].astype(bool)).view(-1, 1, 1, 1)
+                same = torch.where(g, male, female).to(device)
+                opp = torch.where(g, female, male).to(device)
+                out[i : i + batch] = model(t, same, opp)[1].squeeze(1).float().cpu().numpy()
+        return out
+
+    return apply
+
+
+def trade_off_curve(scorer: PoolScorer, x: np.ndarray, x_san: np.ndarray,
+                    alphas: Sequence[float] = ALPHAS) -> list[dict[str, float]]:
+    """One (privacy, utility, SSIM) point per alpha for x_alpha = (1-alpha)x + alpha·SAN(x)."""
+    points = []
+    for a in alphas:
+        m = scorer.score(blend(x, x_san, a))
+        points.append({"alpha": float(a), **m})
+    return points
+
+
+NOISE_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.3)
+BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.5, 4.0)
+
+
+def baseline_curves(scorer: PoolScorer) -> dict[str, list[dict[str, float]]]:
+    """Noise and blur at several strengths (their own trade-off curves)."""
+    x = scorer.original
+    return {
+        "noise": [{"strength": s, **scorer.score(gaussian_noise(s)(x))} for s in NOISE_SIGMAS],
+        "blur": [{"strength": s, **scorer.score(gaussian_blur(s)(x))} for s in BLUR_SIGMAS],
+    }
+
+
+def privacy_at_utility(curve: Sequence[dict[str, float]], utility: float,
+                       key: str = "privacy_mean") -> float:
+    """A curve's privacy at a given mean utility, interpolating linearly between its points
+    (sorted by utility; clamped at the ends). Used to compare methods at matched utility."""
+    pts = sorted((p["utility_mean"], p[key]) for p in curve)
+    us = np.array([p[0] for p in pts])
+    ps = np.array([p[1] for p in pts])
+    return float(np.interp(utility, us, ps))

@@ -1,0 +1,286 @@
+"""SAN training: the per-worker loop that Ray Train's TorchTrainer runs, built on a plain
+PyTorch `SanTrainer` (so one step also runs without Ray: a GPU check, a notebook).
+
+Each epoch trains on this worker's shard of the train split, then rank 0 scores the SAN's
+privacy output on the val pool and every worker reports; a checkpoint (safetensors weights,
+optimizer state, epoch) goes with each report, and a restarted run resumes from the latest.
+No Tune, Optuna or MLflow here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from san_search.config import CandidateConfig
+from san_search.data import open_dataset
+from san_search.errors import SanSearchError
+from san_search.evaluate import PoolScorer, load_pool, san_transform
+from san_search.evaluators import as_float
+from san_search.losses import san_loss
+from san_search.models import create
+from san_search.zoo import Zoo, open_zoo
+
+WEIGHTS = "model.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+STATE = "trainer.json"
+
+
+class CandidateError(SanSearchError):
+    """A candidate config that does not fit the zoo or the data."""
+
+
+def check_candidate(cfg: CandidateConfig, zoo: Zoo, image_size: int) -> None:
+    """Fail before training: auxiliaries must exist and have role `aux`; the autoencoder must
+    accept the image size."""
+    for name, kind in [*((g, "gender") for g in cfg.aux_gender), (cfg.aux_matcher, "matcher")]:
+        meta = zoo.entries.get(name)
+        if meta is None or meta["kind"] != kind:
+            have = ", ".join(zoo.names(kind, "aux")) or "none"
+            raise CandidateError(f"no {kind} model {name!r} in zoo {zoo.path} (aux {kind} "
+                                 f"models: {have})")
+        if meta["role"] != "aux":
+            raise CandidateError(
+                f"{name!r} has role {meta['role']!r}: SANs may only train against 'aux' models "
+                f"(aux {kind} models: {', '.join(zoo.names(kind, 'aux'))})")
+    try:
+        create("autoencoder", cfg.autoencoder, image_size=image_size, **cfg.autoencoder_kwargs())
+    except ValueError as exc:
+        raise CandidateError(str(exc)) from None
+
+
+def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors, rest = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, st in state["state"].items():
+        rest["state"][str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                rest["state"][str(pid)][k] = v
+    return tensors, rest
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(p): dict(v) for p, v in rest["state"].items()}
+    for key, t in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = t
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+class SanTrainer:
+    """Trains one SAN candidate on one worker's shard; evaluates on the val pool."""
+
+    def __init__(self, cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
+                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
+                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> None:
+        self.cfg, self.device = cfg, torch.device(device)
+        self.ds = open_dataset(data)
+        self.zoo = open_zoo(zoo, expect_fingerprint=self.ds.fingerprint)
+        check_candidate(cfg, self.zoo, self.ds.size)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed + 7919 * rank)
+        self.shard = self.ds.split("train").shard(rank, world_size)
+        self.model = create("autoencoder", cfg.autoencoder, image_size=self.ds.size,
+                            **cfg.autoencoder_kwargs()).to(self.device)
+        self.net = wrap(self.model)  # DDP under Ray Train with several workers
+        self.genders = [_frozen(self.zoo.load(n), self.device) for n in cfg.aux_gender]
+        self.matcher = _frozen(self.zoo.load(cfg.aux_matcher), self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        p = self.ds.prototypes
+        self.proto = {g: torch.from_numpy(p[n]).float().to(self.device).view(1, 1, *p[n].shape)
+                      for g, n in ((0, "female"), (1, "male"))}
+        self.epoch = 0
+        self._scorer: PoolScorer | None = None
+
+    # -------------------------------------------------------------- training
+    def step(self, idx: np.ndarray, use_matcher: bool) -> dict[str, float]:
+        x = torch.from_numpy(as_float(self.shard.images[idx])).unsqueeze(1).to(self.device)
+        y = torch.from_numpy(self.shard.gender[idx].astype(np.int64)).to(self.device)
+        male = (y == 1).view(-1, 1, 1, 1)
+        same = torch.where(male, self.proto[1], self.proto[0])
+        opp = torch.where(male, self.proto[0], self.proto[1])
+        amp = self.cfg.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            out_same, out_opp = self.net(x, same, opp)
+            loss, terms = san_loss(
+                x, y, out_same.float(), out_opp.float(), self.genders,
+                self.matcher if use_matcher else None, w_rec=self.cfg.w_rec,
+                w_gender=self.cfg.w_gender, w_matcher=self.cfg.w_matcher,
+                distance=self.cfg.matcher_distance)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {self.epoch + 1}: "
+                                     "lower lr or the loss weights")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return terms
+
+    def train_epoch(self) -> dict[str, float]:
+        """One epoch over this worker's shard (or a seeded sample); mean loss terms."""
+        self.net.train()
+        n = len(self.shard)
+        per_epoch = min(self.cfg.images_per_epoch or n, n)
+        order = self.rng.permutation(n)[:per_epoch]
+        use_matcher = self.epoch >= self.cfg.matcher_warmup
+        sums: dict[str, float] = {}
+        steps = 0
+        t0 = time.perf_counter()
+        for i in range(0, per_epoch - 1, self.cfg.batch_size):
+            idx = np.sort(order[i : i + self.cfg.batch_size])
+            if len(idx) < 2:
+                break
+            for k, v in self.step(idx, use_matcher).items():
+                sums[k] = sums.get(k, 0.0) + v
+            steps += 1
+        self.epoch += 1
+        dt = time.perf_counter() - t0
+        out = {k: v / max(steps, 1) for k, v in sums.items()}
+        out["images_per_s"] = steps * self.cfg.batch_size / dt if dt > 0 else 0.0
+        return out
+
+    # -------------------------------------------------------------- evaluation
+    def scorer(self) -> PoolScorer:
+        if self._scorer is None:
+            self._scorer = PoolScorer(load_pool(self.zoo, "val", str(self.device)),
+                                      self.ds.split("val"))
+        return self._scorer
+
+    def perturb_val(self) -> np.ndarray:
+        val = self.ds.split("val")
+        return san_transform(self.model, self.ds.prototypes, val.gender, str(self.device))(
+            val.images)
+
+    def evaluate(self) -> dict[str, float]:
+        """Val-pool scores of the SAN's privacy output (alpha = 1)."""
+        m = self.scorer().score(self.perturb_val())
+        return {f"val_{k}": v for k, v in m.items()}
+
+    # -------------------------------------------------------------- checkpoints
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+                  str(folder / WEIGHTS))
+        tensors, rest = _flatten_optimizer(self.opt.state_dict())
+        save_file(tensors, str(folder / OPTIMIZER))
+        (folder / STATE).write_text(json.dumps({
+            "epoch": self.epoch, "optimizer": rest, "config": dataclasses.asdict(self.cfg),
+            "data_fingerprint": self.ds.fingerprint, "rng": self.rng.bit_generator.state,
+        }))
+
+    def load(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        self.model.load_state_dict(load_file(str(folder / WEIGHTS), device=str(self.device)))
+        state = json.loads((folder / STATE).read_text())
+        opt = _unflatten_optimizer(load_file(str(folder / OPTIMIZER), device=str(self.device)),
+                                   state["optimizer"])
+        self.opt.load_state_dict(opt)
+        self.epoch = int(state["epoch"])
+        self.rng.bit_generator.state = state["rng"]
+
+
+def load_san(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, CandidateConfig]:
+    """Rebuild a trained SAN from a checkpoint folder (no optimizer)."""
+    folder = Path(folder)
+    state = json.loads((folder / STATE).read_text())
+    raw = state["config"]
+    cfg = CandidateConfig(**{**raw, "aux_gender": tuple(raw["aux_gender"])})
+    model = create("autoencoder", cfg.autoencoder, **cfg.autoencoder_kwargs())
+    model.load_state_dict(load_file(str(folder / WEIGHTS), device=device))
+    return model.eval(), cfg
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """The Ray Train loop: config = {"candidate": dict, "data": path, "zoo": path}."""
+    import ray.train
+    import ray.train.torch
+
+    raw = config["candidate"]
+    cfg = CandidateConfig(**{**raw, "aux_gender": tuple(raw["aux_gender"])})
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    device = ray.train.torch.get_device()
+
+    def wrap(model: nn.Module) -> nn.Module:
+        if world == 1:
+            return model
+        return ray.train.torch.prepare_model(model, move_to_device=False)  # DDP
+
+    trainer = SanTrainer(cfg, config["data"], config["zoo"], device=device, rank=rank,
+                         world_size=world, wrap=wrap)
+    ckpt = ray.train.get_checkpoint()  # set when Ray restarts this run after a failure
+    if ckpt is not None:
+        with ckpt.as_directory() as folder:
+            trainer.load(folder)
+    elif config.get("resume_from"):
+        trainer.load(config["resume_from"])
+    fail_after = os.environ.get("SAN_SEARCH_FAIL_AFTER_EPOCH")
+    while trainer.epoch < cfg.epochs:
+        if fail_after == str(trainer.epoch) and ckpt is None and rank == 0:
+            # Fault-injection hook for tests: the worker process dies during the epoch after
+            # a checkpoint (the pause lets the controller register that checkpoint first).
+            time.sleep(5)
+            os._exit(1)
+        t0 = time.perf_counter()
+        metrics: dict[str, Any] = {"epoch": trainer.epoch + 1, **trainer.train_epoch()}
+        if rank == 0:
+            metrics.update(trainer.evaluate())
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                trainer.save(tmp)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path: str | Path,
+        name: str, max_failures: int = 0, resume_from: str | Path | None = None) -> Any:
+    """Run the loop on a `TorchTrainer` with `cfg.num_workers` workers; returns Ray's Result.
+
+    `resume_from` continues from a checkpoint folder; `max_failures` restarts dead workers
+    from their latest checkpoint."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    resources = {"CPU": cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        resources["GPU"] = cfg.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"candidate": {**dataclasses.asdict(cfg),
+                                         "aux_gender": list(cfg.aux_gender)},
+                           "data": str(Path(data).absolute()),
+                           "zoo": str(Path(zoo).absolute()),
+                           # Ray Train V2 drops `resume_from_checkpoint`: the loop loads it.
+                           "resume_from": str(Path(resume_from).absolute()) if resume_from
+                           else None},
+        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(Path(storage_path).absolute()),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    return trainer.fit()
