@@ -114,7 +114,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
             except OSError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+                tail = (folder / "server.log").read_text()[-2000:]
+                raise RuntimeError(f"mlflow server did not start: {tail}")
             time.sleep(0.5)
         yield uri
     finally:
