@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="prepared dataset folder")
     t.add_argument("--zoo", required=True, help="zoo folder (aux models for training, val "
                    "models for scoring)")
-    t.add_argument("--config", required=True, help="candidate YAML")
+    t.add_argument("--config", default=str(Path(__file__).parent / "candidates" / "default.yaml"),
+                   help="candidate YAML (default: the built-in default candidate)")
     t.add_argument("--out", default="runs/train", help="Ray Train storage for checkpoints "
                    "(runs/train)")
     t.add_argument("--name", default=None, help="run name (default: san-<time>)")

@@ -120,6 +120,21 @@ def log_candidate_artifacts(ev: FinalEvaluation, checkpoint: str | Path, title: 
     mlflow.log_metrics({k: float(v) for k, v in ev.matched.items()})
 
 
+def check_resources(cfg: CandidateConfig, available: dict[str, float]) -> None:
+    """Ray waits forever for resources that do not exist: say so instead."""
+    from san_search.train import CandidateError
+
+    need = {"CPU": cfg.num_workers * cfg.cpus_per_worker}
+    if cfg.use_gpu:
+        need["GPU"] = cfg.num_workers * cfg.gpus_per_worker
+    for res, amount in need.items():
+        if available.get(res, 0.0) < amount:
+            raise CandidateError(
+                f"the candidate needs {amount:g} {res} ({cfg.num_workers} worker(s)); the Ray "
+                f"cluster has {available.get(res, 0.0):g}. Lower num_workers / "
+                f"cpus_per_worker{' / gpus_per_worker' if res == 'GPU' else ''}")
+
+
 def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
                   tracking_uri: str | None, experiment: str, out: str | Path,
                   name: str | None = None, resume_from: str | Path | None = None,
@@ -141,6 +156,7 @@ def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
         ray.init(address=ray_address or "local", include_dashboard=False,
                  configure_logging=False)
     try:
+        check_resources(cfg, ray.cluster_resources())
         with mlflow.start_run(run_name=name) as run:
             mlflow.set_tags({"san_search.kind": "candidate",
                              "data_fingerprint": ds.fingerprint,

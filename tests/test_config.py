@@ -77,3 +77,30 @@ def test_duplicate_names_and_top_level_typo(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"settings file not found: .*nope\.yaml"):
         load_zoo_spec(tmp_path / "nope.yaml")
+
+
+CANDIDATES = sorted((Path(__file__).resolve().parents[1] / "san_search" / "candidates")
+                    .glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CANDIDATES, ids=[p.name for p in CANDIDATES])
+def test_shipped_candidate_yaml_validates_against_the_default_zoo(path: Path) -> None:
+    from san_search.config import load_candidate
+
+    cfg = load_candidate(path)
+    zoo = load_zoo_spec(ZOOS[0].parent / "default.yaml")
+    aux = {m.name for m in zoo.models if m.role == "aux"}
+    assert set(cfg.aux_gender) | {cfg.aux_matcher} <= aux
+
+
+def test_candidate_bad_values(tmp_path: Path) -> None:
+    from san_search.config import load_candidate
+
+    p = tmp_path / "c.yaml"
+    p.write_text("matcher_distance: l1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'matcher_distance': 'l1' is not one of "
+                                          r"mse, cosine"):
+        load_candidate(p)
+    p.write_text("w_gender: -1\n")
+    with pytest.raises(ConfigError, match="key 'w_gender' must be >= 0, got -1.0"):
+        load_candidate(p)

@@ -260,3 +260,14 @@ def test_ray_train_two_workers_checkpoints_resume_and_mlflow(
         ray.shutdown()
     assert os.environ.get("SAN_SEARCH_FAIL_AFTER_EPOCH") is None
     assert open_zoo(zoo).names("gender", "aux") == ["g_aux", "g_aux2"]
+
+
+def test_impossible_resources_fail_instead_of_hanging() -> None:
+    from san_search.experiment import check_resources
+
+    with pytest.raises(CandidateError, match=r"needs 4 CPU \(2 worker\(s\)\); the Ray cluster has "
+                                             r"2\. Lower num_workers"):
+        check_resources(_cfg(num_workers=2, cpus_per_worker=2.0), {"CPU": 2.0})
+    with pytest.raises(CandidateError, match="needs 1 GPU .* has 0"):
+        check_resources(_cfg(use_gpu=True), {"CPU": 8.0})
+    check_resources(_cfg(num_workers=2, cpus_per_worker=1.0), {"CPU": 2.0})  # fits
