@@ -67,6 +67,12 @@ def paper_cnn(image_size: int = 64) -> nn.Module:
 
 
 @register("gender")
+def paper_cnn_wide(image_size: int = 64) -> nn.Module:
+    """The paper CNN at 1.5x width (48/96/192): a second, stronger CNN-family judge."""
+    return PaperCNN(widths=(48, 96, 192))
+
+
+@register("gender")
 def resnet10t(image_size: int = 64) -> nn.Module:
     return TimmClassifier("resnet10t", image_size)
 
@@ -94,6 +100,11 @@ def regnetx_002(image_size: int = 64) -> nn.Module:
 @register("gender")
 def ghostnet_100(image_size: int = 64) -> nn.Module:
     return TimmClassifier("ghostnet_100", image_size)
+
+
+@register("gender")
+def hgnetv2_b0(image_size: int = 64) -> nn.Module:
+    return TimmClassifier("hgnetv2_b0", image_size)
 
 
 @register("gender")
