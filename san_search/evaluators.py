@@ -8,7 +8,7 @@ Images are float32 arrays (N, S, S) in [0, 1], grayscale, as the dataset and SAN
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -49,6 +49,18 @@ def _chunks(images: np.ndarray, size: int = BATCH) -> Iterator[np.ndarray]:
         yield as_float(images[i : i + size])
 
 
+def _apply(module: nn.Module, images: np.ndarray, device: str,
+           head: Callable[[torch.Tensor], torch.Tensor]) -> np.ndarray:
+    """Run `module` in eval mode over `images` in batches; `head` maps its output."""
+    module.eval().to(device)
+    out = []
+    with torch.no_grad():
+        for x in _chunks(images):
+            t = torch.from_numpy(x).unsqueeze(1).to(device)
+            out.append(head(module(t)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 @dataclass
 class TorchGender:
     """A torch gender classifier returning (B, 2) logits, class 1 = male."""
@@ -59,13 +71,8 @@ class TorchGender:
     device: str = "cpu"
 
     def male_score(self, images: np.ndarray) -> np.ndarray:
-        self.module.eval().to(self.device)
-        out = []
-        with torch.no_grad():
-            for x in _chunks(images):
-                t = torch.from_numpy(x).unsqueeze(1).to(self.device)
-                out.append(torch.softmax(self.module(t), dim=1)[:, 1].float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+        return _apply(self.module, images, self.device,
+                      lambda logits: torch.softmax(logits, dim=1)[:, 1])
 
 
 @dataclass
@@ -78,13 +85,7 @@ class TorchMatcher:
     device: str = "cpu"
 
     def embed(self, images: np.ndarray) -> np.ndarray:
-        self.module.eval().to(self.device)
-        out = []
-        with torch.no_grad():
-            for x in _chunks(images):
-                t = torch.from_numpy(x).unsqueeze(1).to(self.device)
-                out.append(self.module(t).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+        return _apply(self.module, images, self.device, lambda emb: emb)
 
 
 @dataclass
