@@ -78,3 +78,19 @@ def test_skip_connections_change_the_graph() -> None:
     assert sum(p.numel() for p in skip.parameters()) > sum(p.numel() for p in plain.parameters())
     x = torch.rand(1, 1, 32, 32)
     assert skip(x, x, x)[0].shape == (1, 1, 32, 32)
+
+
+def test_san_conv_reaches_full_resolution() -> None:
+    """The last decoder convolution runs at the input's resolution: a one-pixel change of the
+    input changes the output at that pixel, not only a 2x2 block average of it."""
+    torch.manual_seed(0)
+    model = create("autoencoder", "san_conv", depth=2, width=4, skip=True).eval()
+    x = torch.rand(1, 1, 16, 16)
+    p = torch.rand(1, 1, 16, 16)
+    with torch.no_grad():
+        base = model(x, p, p)[0]
+        x2 = x.clone()
+        x2[0, 0, 5, 5] += 0.5
+        diff = (model(x2, p, p)[0] - base).abs()[0, 0]
+    block = diff[4:6, 4:6]
+    assert float(diff[5, 5]) > 0 and not torch.allclose(block, block[0, 0].expand(2, 2))

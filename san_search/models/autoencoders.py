@@ -39,6 +39,7 @@ class SanAutoencoder(nn.Module):
         dec_channels: tuple[int, ...],
         *,
         skip: bool = False,
+        up_first: bool = False,
         image_size: int | None = None,
         name: str = "san",
     ) -> None:
@@ -48,6 +49,9 @@ class SanAutoencoder(nn.Module):
         self.depth = len(enc_channels)
         self.name = name
         self.skip = skip
+        # up_first: upsample, then convolve (U-Net order), so the last convolution sees the
+        # full resolution; otherwise convolve then upsample (the ICB 2018 order).
+        self.up_first = up_first
         if image_size is not None:
             check_divisible(image_size, self.depth, name)
         self.enc = nn.ModuleList()
@@ -76,9 +80,15 @@ class SanAutoencoder(nn.Module):
             feats.append(h)
             h = self.pool(h)
         for block in self.dec:
-            if self.skip:
-                h = torch.cat([h, self.pool(feats.pop())], dim=1)
-            h = self.up(block(h))
+            if self.up_first:
+                h = self.up(h)
+                if self.skip:  # the encoder features of this resolution
+                    h = torch.cat([h, feats.pop()], dim=1)
+                h = block(h)
+            else:
+                if self.skip:
+                    h = torch.cat([h, self.pool(feats.pop())], dim=1)
+                h = self.up(block(h))
         return h  # (B, C, H, W)
 
     def combine(self, feats: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
@@ -103,11 +113,13 @@ def san_conv(
     depth: int = 2, width: int = 16, skip: bool = False, image_size: int | None = None
 ) -> SanAutoencoder:
     """Configurable SAN: `depth` levels (1-5); encoder widths width*2^i (capped at 8*width),
-    decoder the mirror image; `skip` adds U-Net style connections (sharper reconstructions)."""
+    decoder the mirror image in U-Net order (upsample, then convolve at full resolution);
+    `skip` adds U-Net connections from the encoder (sharper reconstructions)."""
     if not 1 <= depth <= 5:
         raise ImageSizeError(f"san_conv depth must be 1 to 5, got {depth}")
     if width < 1:
         raise ValueError(f"san_conv width must be positive, got {width}")
     enc = tuple(min(width * 2**i, width * 8) for i in range(depth))
     dec = tuple(reversed(enc))
-    return SanAutoencoder(enc, dec, skip=skip, image_size=image_size, name="san_conv")
+    return SanAutoencoder(enc, dec, skip=skip, up_first=True, image_size=image_size,
+                          name="san_conv")
