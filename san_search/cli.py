@@ -123,6 +123,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from san_search.evaluate import privacy_at_utility
+    from san_search.experiment import final_evaluation
+
+    ev = final_evaluation(Path(args.checkpoint), Path(args.data), Path(args.zoo),
+                          role=args.role)
+    print(f"{args.role} pool, val images; privacy and utility are pool means")
+    print(f"{'alpha':>5} {'privacy':>8} {'utility':>8} {'SSIM':>6} {'noise@u':>8} {'blur@u':>7}")
+    for p in ev.curve:
+        u = p["utility_mean"]
+        print(f"{p['alpha']:>5.2f} {p['privacy_mean']:>8.3f} {u:>8.3f} {p['ssim']:>6.3f} "
+              f"{privacy_at_utility(ev.baselines['noise'], u):>8.3f} "
+              f"{privacy_at_utility(ev.baselines['blur'], u):>7.3f}")
+    print("noise@u / blur@u: the baseline's privacy at the same utility (interpolated)")
+    return 0
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     from san_search.models import KINDS, list_models
 
@@ -231,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ray-address", default=None, help="Ray cluster (default: a local Ray)")
     _add_tracking(t, "san-search-train")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser(
+        "evaluate", help="score a trained SAN checkpoint: trade-off curve vs noise and blur",
+    )
+    e.add_argument("checkpoint", help="checkpoint folder (model.safetensors + trainer.json)")
+    e.add_argument("--data", required=True, help="prepared dataset folder")
+    e.add_argument("--zoo", required=True, help="zoo folder")
+    e.add_argument("--role", choices=["val", "aux"], default="val",
+                   help="which pool judges (val; aux = the models it trained against)")
+    e.set_defaults(func=cmd_evaluate)
 
     models = sub.add_parser("models", help="list the registered architectures")
     models.set_defaults(func=cmd_models_list)

@@ -45,13 +45,18 @@ class FinalEvaluation:
 
 
 def final_evaluation(checkpoint: str | Path, data: str | Path, zoo: str | Path,
-                     device: str = "cpu") -> FinalEvaluation:
-    """The candidate's trade-off curve on the val pool, and the naive baselines."""
+                     device: str = "cpu", role: str = "val") -> FinalEvaluation:
+    """The candidate's trade-off curve on the val images, judged by the `role` pool (`val`
+    normally; `aux` shows how it does against the models it trained with), and the naive
+    baselines judged by the same pool."""
+    if role not in ("aux", "val"):
+        raise ValueError(f"role {role!r}: candidates are scored by the aux or val pool; the "
+                         "test pool is kept for the final report of an exported ensemble")
     ds = open_dataset(data)
     z = open_zoo(zoo, expect_fingerprint=ds.fingerprint)
     model, _ = load_san(checkpoint, device)
     val = ds.split("val")
-    scorer = PoolScorer(load_pool(z, "val", device), val)
+    scorer = PoolScorer(load_pool(z, role, device), val)
     x = scorer.original
     x_san = san_transform(model, ds.prototypes, val.gender, device)(val.images)
     curve = trade_off_curve(scorer, x, x_san)

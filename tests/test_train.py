@@ -271,3 +271,21 @@ def test_impossible_resources_fail_instead_of_hanging() -> None:
     with pytest.raises(CandidateError, match="needs 1 GPU .* has 0"):
         check_resources(_cfg(use_gpu=True), {"CPU": 8.0})
     check_resources(_cfg(num_workers=2, cpus_per_worker=1.0), {"CPU": 2.0})  # fits
+
+
+def test_evaluate_command_prints_the_curve(problem: tuple[Path, Path], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    data, zoo = problem
+    t = SanTrainer(_cfg(epochs=1), data, zoo)
+    t.train_epoch()
+    t.save(tmp_path)
+    assert main(["evaluate", str(tmp_path), "--data", str(data), "--zoo", str(zoo),
+                 "--role", "aux"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("aux pool")
+    rows = [line.split() for line in out[2:7]]
+    assert [r[0] for r in rows] == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+    assert rows[0][2] == "1.000" and rows[0][3] == "1.000"  # alpha 0: the originals
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(tmp_path), "--data", str(data), "--zoo", str(zoo),
+              "--role", "test"])
