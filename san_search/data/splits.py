@@ -27,13 +27,19 @@ class Pairs:
     same: np.ndarray  # (P,) bool
 
 
+def _groups(identity: np.ndarray) -> dict[int, np.ndarray]:
+    """Row indices of each identity, in row order (one sort, not one scan per identity)."""
+    identity = np.asarray(identity)
+    order = np.argsort(identity, kind="stable")
+    ids, starts = np.unique(identity[order], return_index=True)
+    return {int(i): rows for i, rows in zip(ids, np.split(order, starts[1:]), strict=True)}
+
+
 def identity_genders(identity: np.ndarray, gender: np.ndarray) -> dict[int, int]:
-    """Gender of each identity: the majority label of its images (ties go to the first seen)."""
-    out: dict[int, int] = {}
-    for ident in np.unique(identity):
-        g = gender[identity == ident]
-        out[int(ident)] = int(np.bincount(g, minlength=2).argmax())
-    return out
+    """Gender of each identity: the majority label of its images (ties: female)."""
+    gender = np.asarray(gender)
+    return {i: int(np.bincount(gender[rows], minlength=2).argmax())
+            for i, rows in _groups(identity).items()}
 
 
 def split_identities(
@@ -109,9 +115,7 @@ def make_pairs(identity: np.ndarray, n_pairs: int, seed: int) -> Pairs:
     size (balanced), capped by the number of genuine pairs that exist.
     """
     rng = np.random.default_rng(seed)
-    rows_of: dict[int, np.ndarray] = {}
-    for ident in np.unique(identity):
-        rows_of[int(ident)] = np.flatnonzero(identity == ident)
+    rows_of = _groups(identity)
     genuine = [
         (int(r[i]), int(r[j]))
         for r in rows_of.values()
@@ -141,7 +145,6 @@ def cap_per_identity(identity: np.ndarray, cap: int, seed: int) -> np.ndarray:
         return np.arange(len(identity))
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []
-    for ident in np.unique(identity):
-        rows = np.flatnonzero(identity == ident)
+    for rows in _groups(identity).values():
         keep.append(np.sort(rng.choice(rows, size=cap, replace=False)) if len(rows) > cap else rows)
     return np.sort(np.concatenate(keep))
