@@ -24,7 +24,7 @@ from torch import nn
 
 from san_search.data.store import SplitView
 from san_search.evaluators import GenderEvaluator, MatcherEvaluator, as_float
-from san_search.metrics import ALPHAS, blend, gender_scores, ssim, verification
+from san_search.metrics import ALPHAS, blend, gender_scores, pair_verification, ssim
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -69,8 +69,7 @@ class PoolScorer:
         self.original_tar, self.original_auc = {}, {}
         for m in pool.matchers:
             e = self._orig_emb[m.name]
-            s = (e[view.pairs.a] * e[view.pairs.b]).sum(axis=1)
-            v = verification(s, view.pairs.same, far)
+            v = pair_verification(e, e, view.pairs.a, view.pairs.b, view.pairs.same, far)
             self.original_tar[m.name], self.original_auc[m.name] = v["tar"], v["auc"]
 
     def score(self, images: np.ndarray) -> dict[str, float]:
@@ -88,9 +87,8 @@ class PoolScorer:
             error.append(m["error"])
         utility = []
         for mt in self.pool.matchers:
-            probe = mt.embed(images)
-            s = (probe[pairs.a] * self._orig_emb[mt.name][pairs.b]).sum(axis=1)
-            v = verification(s, pairs.same, self.far)
+            v = pair_verification(mt.embed(images), self._orig_emb[mt.name], pairs.a, pairs.b,
+                                  pairs.same, self.far)
             base = self.original_tar[mt.name]
             if base > 0:
                 u = min(1.0, v["tar"] / base)  # a perturbation that verifies better by chance

@@ -52,6 +52,14 @@ def verification(scores: np.ndarray, same: np.ndarray, far: float = 0.01) -> dic
     }
 
 
+def pair_verification(probe: np.ndarray, gallery: np.ndarray, a: np.ndarray, b: np.ndarray,
+                      same: np.ndarray, far: float = 0.01) -> dict[str, float]:
+    """Verification of pairs (probe[a_i], gallery[b_i]) scored by the dot product of their
+    L2-normalised embeddings. For plain verification pass the same embeddings twice."""
+    scores = (np.asarray(probe)[a] * np.asarray(gallery)[b]).sum(axis=1)
+    return verification(scores, same, far)
+
+
 def privacy_from_auc(auc: float) -> float:
     """1 - |2·AUC - 1|: 1.0 at chance, 0.0 for perfect separation in either direction."""
     return 1.0 - abs(2.0 * auc - 1.0)

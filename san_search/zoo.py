@@ -35,7 +35,7 @@ from san_search.data import open_dataset
 from san_search.data.store import SplitView
 from san_search.errors import SanSearchError
 from san_search.evaluators import TorchGender, TorchMatcher, as_float
-from san_search.metrics import gender_scores, verification
+from san_search.metrics import gender_scores, pair_verification
 from san_search.models import create
 from san_search.models.matchers import CosFace
 
@@ -91,8 +91,7 @@ def evaluate_matcher(model: nn.Module, view: SplitView, device: str = "cpu") -> 
     if view.pairs is None:
         raise ZooError(f"split {view.name!r} has no verification pairs")
     emb = TorchMatcher("m", "-", model, device).embed(view.images)
-    scores = (emb[view.pairs.a] * emb[view.pairs.b]).sum(axis=1)
-    return verification(scores, view.pairs.same)
+    return pair_verification(emb, emb, view.pairs.a, view.pairs.b, view.pairs.same)
 
 
 def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn.Module,
@@ -190,10 +189,6 @@ def _train_task(spec_dict: dict[str, Any], data: str) -> tuple[bytes, dict[str, 
 
 
 # ------------------------------------------------------------------ storage
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from san_search.data import open_dataset
 from san_search.evaluators import EigenfaceMatcher, MajorityGender, third_party_evaluators
-from san_search.metrics import gender_scores, verification
+from san_search.metrics import gender_scores, pair_verification
 from san_search.zoo import open_zoo
 
 
@@ -29,17 +29,15 @@ class Row:
 def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
               third_party: bool = True) -> tuple[list[Row], dict[str, Any]]:
     """Score every model of the zoo and the baselines on the test split."""
-    zoo = open_zoo(zoo_path)
-    ds = open_dataset(data or zoo.data_path)
-    if ds.fingerprint != zoo.data_fingerprint:
-        zoo = open_zoo(zoo_path, expect_fingerprint=ds.fingerprint)  # raises with the reason
+    ds = open_dataset(data or open_zoo(zoo_path).data_path)
+    zoo = open_zoo(zoo_path, expect_fingerprint=ds.fingerprint)  # other data: refused
     test, train = ds.split("test"), ds.split("train")
-    assert test.pairs is not None
+    pairs = test.pairs
+    assert pairs is not None
     rows: list[Row] = []
 
     def pair_scores(emb: np.ndarray) -> dict[str, float]:
-        assert test.pairs is not None
-        return verification((emb[test.pairs.a] * emb[test.pairs.b]).sum(axis=1), test.pairs.same)
+        return pair_verification(emb, emb, pairs.a, pairs.b, pairs.same)
 
     for name in zoo.names("gender"):
         ev = zoo.gender_evaluator(name)
@@ -66,7 +64,7 @@ def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
         "data": str(ds.path),
         "data_fingerprint": ds.fingerprint,
         "test_images": len(test),
-        "test_pairs": len(test.pairs.a),
+        "test_pairs": len(pairs.a),
         "notices": extra.notices if extra else [],
     }
     return rows, context

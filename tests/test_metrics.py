@@ -81,3 +81,17 @@ def test_blend_endpoints() -> None:
     x, y = np.zeros((1, 2, 2)), np.ones((1, 2, 2))
     assert np.array_equal(blend(x, y, 0.0), x) and np.array_equal(blend(x, y, 1.0), y)
     assert np.allclose(blend(x, y, 0.25), 0.25)
+
+
+def test_pair_verification_scores_probe_against_gallery() -> None:
+    from san_search.metrics import pair_verification
+
+    gallery = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    probe = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    a, b = np.array([0, 1, 2]), np.array([2, 1, 0])
+    same = np.array([True, True, False])
+    # scores: probe0·gallery2 = 0, probe1·gallery1 = 1, probe2·gallery0 = 1
+    res = pair_verification(probe, gallery, a, b, same, far=0.0)
+    assert res["auc"] == pytest.approx(0.25) and res["tar"] == 0.0
+    # gallery against itself: every pair scores 1, all ties
+    assert pair_verification(gallery, gallery, a, b, same, far=0.0)["auc"] == 0.5
