@@ -140,6 +140,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _space_path(text: str) -> Path:
+    """A search-space file, or the name of a shipped one (default, paper, smoke)."""
+    from san_search.search import list_shipped_spaces
+
+    path = Path(text)
+    if path.is_file() or path.suffix in (".yaml", ".yml"):
+        return path
+    shipped = {p.stem: p for p in list_shipped_spaces()}
+    if text in shipped:
+        return shipped[text]
+    from san_search.config import ConfigError
+
+    raise ConfigError(f"search space {text!r}: no such file, and not a shipped space "
+                      f"({', '.join(shipped) or 'none found'})")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from san_search import search
+    from san_search.errors import SanSearchError
+
+    if args.resume:
+        if args.space or args.data or args.zoo:
+            raise SanSearchError("--resume NAME takes the space, data and zoo from the saved "
+                                 "search: leave out SPACE, --data and --zoo")
+        summary = search.resume(args.resume, out=args.out, ray_address=args.ray_address)
+    else:
+        if not (args.space and args.data and args.zoo):
+            raise SanSearchError("give a search space, --data and --zoo (or --resume NAME)")
+        overrides = search.parse_overrides(args.trials, args.epochs, args.concurrency,
+                                           args.sampler, args.seed, args.scheduler)
+        space_path = _space_path(args.space)
+        if args.check:
+            space, ds, _ = search._bind(space_path, overrides, Path(args.data), Path(args.zoo))
+            print(f"{space_path}: OK against {Path(args.zoo).absolute()} ({ds.size} px)")
+            for k, v in space.describe().items():
+                print(f"  {k}: {v}")
+            return 0
+        summary = search.start(space_path, Path(args.data), Path(args.zoo), out=args.out,
+                               name=args.name, tracking_uri=args.tracking_uri,
+                               experiment=args.experiment, overrides=overrides,
+                               ray_address=args.ray_address)
+    print(search.format_table([r for r in summary["rows"] if r["on_front"]]))
+    return 0
+
+
 def cmd_models_list(args: argparse.Namespace) -> int:
     from san_search.models import KINDS, list_models
 
@@ -258,6 +303,36 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--role", choices=["val", "aux"], default="val",
                    help="which pool judges (val; aux = the models it trained against)")
     e.set_defaults(func=cmd_evaluate)
+
+    sr = sub.add_parser(
+        "search", help="multi-objective search: Ray Tune + Optuna, one MLflow child run per "
+        "trial",
+        description="Search a space of SAN candidates (search_spaces/*.yaml) with Ray Tune and "
+        "Optuna, training each trial on Ray Train; records one MLflow parent run with the "
+        "Pareto front and one child run per trial. `--resume NAME` continues a search whose "
+        "driver died.",
+    )
+    sr.add_argument("space", nargs="?", help="search-space YAML, or a shipped one: default, "
+                    "paper, smoke")
+    sr.add_argument("--data", help="prepared dataset folder")
+    sr.add_argument("--zoo", help="zoo folder (aux models to train against, val to score)")
+    sr.add_argument("--out", default="runs/search", help="searches folder (runs/search)")
+    sr.add_argument("--name", default=None, help="search name (default: search-<time>)")
+    sr.add_argument("--resume", metavar="NAME", default=None,
+                    help="continue the search NAME in --out")
+    sr.add_argument("--check", action="store_true",
+                    help="check the space against the data and zoo, then stop")
+    sr.add_argument("--trials", type=int, default=None, help="override budget.trials")
+    sr.add_argument("--epochs", type=int, default=None, help="override budget.epochs")
+    sr.add_argument("--concurrency", type=int, default=None, help="override budget.concurrency")
+    sr.add_argument("--sampler", default=None, help="override sampler.name (tpe, nsga2, "
+                    "nsga3, random, qmc, gp)")
+    sr.add_argument("--seed", type=int, default=None, help="override sampler.seed")
+    sr.add_argument("--scheduler", default=None, choices=["mo_asha", "none"],
+                    help="override scheduler.name")
+    sr.add_argument("--ray-address", default=None, help="Ray cluster (default: a local Ray)")
+    _add_tracking(sr, "san-search")
+    sr.set_defaults(func=cmd_search)
 
     models = sub.add_parser("models", help="list the registered architectures")
     models.set_defaults(func=cmd_models_list)

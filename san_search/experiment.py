@@ -45,10 +45,13 @@ class FinalEvaluation:
 
 
 def final_evaluation(checkpoint: str | Path, data: str | Path, zoo: str | Path,
-                     device: str = "cpu", role: str = "val") -> FinalEvaluation:
+                     device: str = "cpu", role: str = "val",
+                     baselines: dict[str, list[dict[str, float]]] | None = None
+                     ) -> FinalEvaluation:
     """The candidate's trade-off curve on the val images, judged by the `role` pool (`val`
     normally; `aux` shows how it does against the models it trained with), and the naive
-    baselines judged by the same pool."""
+    baselines judged by the same pool (`baselines` passes ones already computed: a search
+    scores them once for all its trials)."""
     if role not in ("aux", "val"):
         raise ValueError(f"role {role!r}: candidates are scored by the aux or val pool; the "
                          "test pool is kept for the final report of an exported ensemble")
@@ -60,7 +63,7 @@ def final_evaluation(checkpoint: str | Path, data: str | Path, zoo: str | Path,
     x = scorer.original
     x_san = san_transform(model, ds.prototypes, val.gender, device)(val.images)
     curve = trade_off_curve(scorer, x, x_san)
-    base = baseline_curves(scorer)
+    base = baselines if baselines is not None else baseline_curves(scorer)
     u = curve[-1]["utility_mean"]
     matched = {f"{k}_privacy_at_san_utility": privacy_at_utility(v, u) for k, v in base.items()}
     return FinalEvaluation(curve, base, matched, x, x_san, val.gender)
@@ -172,19 +175,16 @@ def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
                 f"{cfg.aux_matcher}, {cfg.epochs} epochs on {cfg.num_workers} worker(s)")
             try:
                 result = fit(cfg, ds.path, z.path, storage_path=out, name=name,
-                             max_failures=max_failures, resume_from=resume_from)
+                             max_failures=max_failures, resume_from=resume_from,
+                             mlflow_run=(mlflow.get_tracking_uri(), run.info.run_id))
             except Exception as exc:
                 mlflow.set_tag("error", f"{type(exc).__name__}: {exc}"[:5000])
                 raise
-            history = result.metrics_dataframe
-            for row in history.to_dict("records"):
-                step = int(row["epoch"])
-                mlflow.log_metrics({k: float(v) for k, v in row.items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                                    and k != "epoch" and np.isfinite(v)}, step=step)
-                log(f"  epoch {step}: loss {row['loss']:.3f} val privacy "
-                    f"{row['val_privacy_mean']:.3f} utility {row['val_utility_mean']:.3f} "
-                    f"SSIM {row['val_ssim']:.3f}")
+            last = result.metrics or {}
+            log(f"  trained {last.get('epoch', '?')} epochs: val privacy "
+                f"{last.get('val_privacy_mean', float('nan')):.3f} utility "
+                f"{last.get('val_utility_mean', float('nan')):.3f} SSIM "
+                f"{last.get('val_ssim', float('nan')):.3f}")
             with result.checkpoint.as_directory() as ckpt, tempfile.TemporaryDirectory() as t:
                 local = Path(t) / "checkpoint"
                 shutil.copytree(ckpt, local)

@@ -89,3 +89,26 @@ def metric_key(*parts: str) -> str:
 
 def flat_params(prefix: str, values: dict[str, Any]) -> dict[str, str]:
     return {f"{prefix}.{k}": str(v) for k, v in values.items()}
+
+
+def replace_table(client: Any, run_id: str, data: dict[str, list[Any]], artifact_file: str
+                  ) -> None:
+    """Write a table artifact the way `log_table` does (JSON, pandas split orient, listed in
+    the run's table tag so the UI shows it) but replacing, not appending to, an earlier
+    version: a search refreshes its front table as trials finish."""
+    import json
+    import tempfile
+
+    import pandas as pd
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        pd.DataFrame(data).to_json(path, orient="split", index=False, date_format="iso")
+        folder = str(Path(artifact_file).parent)
+        client.log_artifact(run_id, str(path), None if folder == "." else folder)
+    tags = client.get_run(run_id).data.tags
+    listed = json.loads(tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]"))
+    entry = {"path": artifact_file, "type": "table"}
+    if entry not in listed:
+        client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*listed, entry]))

@@ -209,8 +209,33 @@ def load_san(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, Candid
     return model.eval(), cfg
 
 
+class NonFiniteLoss(SanSearchError):
+    """Training produced a NaN or infinite loss: retrying from a checkpoint would repeat it."""
+
+
+def _epoch_logger(config: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Per-epoch metrics straight into the candidate's MLflow run (rank 0), as they happen."""
+    target = config.get("mlflow")
+    if not target:
+        return lambda metrics: None
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(target["tracking_uri"])
+
+    def log(metrics: dict[str, Any]) -> None:
+        step, now = int(metrics["epoch"]), int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and np.isfinite(v)]
+        client.log_batch(target["run_id"], metrics=batch)
+
+    return log
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """The Ray Train loop: config = {"candidate": dict, "data": path, "zoo": path}."""
+    """The Ray Train loop: config = {"candidate": dict, "data": path, "zoo": path} and
+    optionally "resume_from" (a checkpoint folder) and "mlflow" ({tracking_uri, run_id})."""
     import ray.train
     import ray.train.torch
 
@@ -228,12 +253,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     trainer = SanTrainer(cfg, config["data"], config["zoo"], device=device, rank=rank,
                          world_size=world, wrap=wrap)
-    ckpt = ray.train.get_checkpoint()  # set when Ray restarts this run after a failure
+    ckpt = ray.train.get_checkpoint()  # set when Ray restarts or resumes this run
     if ckpt is not None:
         with ckpt.as_directory() as folder:
             trainer.load(folder)
     elif config.get("resume_from"):
         trainer.load(config["resume_from"])
+    log_epoch = _epoch_logger(config) if rank == 0 else (lambda metrics: None)
     fail_after = os.environ.get("SAN_SEARCH_FAIL_AFTER_EPOCH")
     while trainer.epoch < cfg.epochs:
         if fail_after == str(trainer.epoch) and ckpt is None and rank == 0:
@@ -242,10 +268,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             time.sleep(5)
             os._exit(1)
         t0 = time.perf_counter()
-        metrics: dict[str, Any] = {"epoch": trainer.epoch + 1, **trainer.train_epoch()}
+        metrics: dict[str, Any] = {"epoch": trainer.epoch + 1}
+        try:
+            metrics.update(trainer.train_epoch())
+        except FloatingPointError as exc:
+            # Report instead of raising: Ray Train would retry a deterministic failure.
+            with tempfile.TemporaryDirectory() as tmp:
+                checkpoint = None
+                if rank == 0:
+                    trainer.save(tmp)
+                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                ray.train.report({"epoch": trainer.epoch, "non_finite_loss": str(exc)},
+                                 checkpoint=checkpoint)
+            return
         if rank == 0:
             metrics.update(trainer.evaluate())
         metrics["epoch_seconds"] = time.perf_counter() - t0
+        log_epoch(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
@@ -255,14 +294,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path: str | Path,
-        name: str, max_failures: int = 0, resume_from: str | Path | None = None) -> Any:
+        name: str, max_failures: int = 0, resume_from: str | Path | None = None,
+        mlflow_run: tuple[str, str] | None = None, in_tune: bool = False) -> Any:
     """Run the loop on a `TorchTrainer` with `cfg.num_workers` workers; returns Ray's Result.
 
     `resume_from` continues from a checkpoint folder; `max_failures` restarts dead workers
-    from their latest checkpoint."""
+    from their latest checkpoint; a run of the same `name` and `storage_path` picks up where
+    it stopped. `mlflow_run` = (tracking URI, run id) receives per-epoch metrics live;
+    `in_tune` forwards every report to the Ray Tune trial that calls this. Raises
+    `NonFiniteLoss` when the loss became NaN or infinite."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    callbacks: list[Any] = []
+    if in_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
@@ -274,13 +322,19 @@ def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path
                            "zoo": str(Path(zoo).absolute()),
                            # Ray Train V2 drops `resume_from_checkpoint`: the loop loads it.
                            "resume_from": str(Path(resume_from).absolute()) if resume_from
-                           else None},
+                           else None,
+                           "mlflow": {"tracking_uri": mlflow_run[0], "run_id": mlflow_run[1]}
+                           if mlflow_run else None},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(Path(storage_path).absolute()),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
     )
-    return trainer.fit()
+    result = trainer.fit()
+    if result.metrics and result.metrics.get("non_finite_loss"):
+        raise NonFiniteLoss(str(result.metrics["non_finite_loss"]))
+    return result

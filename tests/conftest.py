@@ -127,3 +127,30 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+
+
+TINY = {"epochs": 1, "batch_size": 32, "images_per_epoch": 96, "cpus": 1.0}
+
+
+@pytest.fixture(scope="session")
+def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A synthetic dataset and a zoo with aux and val models, trained without Ray."""
+    from safetensors.torch import save
+
+    from san_search.config import ModelSpec
+    from san_search.data import BuildOptions, synth
+    from san_search.zoo import _store, train_model
+
+    root = tmp_path_factory.mktemp("train")
+    data = root / "data"
+    synth(data, identities=40, images_per_identity=6, size=16, options=BuildOptions(pairs=60))
+    zoo = root / "zoo"
+    for name, kind, arch, role in [
+        ("g_aux", "gender", "paper_cnn", "aux"), ("g_aux2", "gender", "regnetx_002", "aux"),
+        ("g_val", "gender", "paper_cnn", "val"), ("m_aux", "matcher", "regnetx_002", "aux"),
+        ("m_val", "matcher", "resnet10t", "val"),
+    ]:
+        spec = ModelSpec(name=name, kind=kind, arch=arch, role=role, **TINY)  # type: ignore[arg-type]
+        model, meta = train_model(spec, data, log=lambda _: None)
+        _store(zoo, save(model.state_dict()), meta, str(data))
+    return data, zoo
