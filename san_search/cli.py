@@ -141,7 +141,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _space_path(text: str) -> Path:
-    """A search-space file, or the name of a shipped one (default, paper, smoke)."""
+    """A search-space file, or the name of a shipped one (default, paper, cpu32, smoke)."""
     from san_search.search import list_shipped_spaces
 
     path = Path(text)
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         "driver died.",
     )
     sr.add_argument("space", nargs="?", help="search-space YAML, or a shipped one: default, "
-                    "paper, smoke")
+                    "paper, cpu32, smoke")
     sr.add_argument("--data", help="prepared dataset folder")
     sr.add_argument("--zoo", help="zoo folder (aux models to train against, val to score)")
     sr.add_argument("--out", default="runs/search", help="searches folder (runs/search)")

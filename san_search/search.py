@@ -56,6 +56,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # A trial whose loss turned NaN reports the error without objectives; it is then marked
 # failed (see ConstrainedOptunaSearch) instead of stopping the whole search.
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+# Ctrl-C / SIGTERM raise KeyboardInterrupt in the driver, which marks the parent run KILLED
+# with the resume command (Tune's own handler would return as if the search had finished).
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 
 class SearchError(SanSearchError):
@@ -183,11 +186,15 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     else:
         client.update_run(run.info.run_id, status="RUNNING")
     run_id = run.info.run_id
+    early = None
+    if settings.get("board"):
+        early = {"board": settings["board"], "trial_id": trial_id,
+                 "rungs": settings["rungs"]}
     try:
         fit(cfg, settings["data"], settings["zoo"],
             storage_path=Path(settings["folder"]) / "train", name=trial_id,
             max_failures=space.resources.max_failures,
-            mlflow_run=(settings["tracking_uri"], run_id), in_tune=True)
+            mlflow_run=(settings["tracking_uri"], run_id), in_tune=True, early_stop=early)
     except BaseException as exc:
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, status="FAILED")
@@ -563,18 +570,25 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
                                           "data_fingerprint": ds.fingerprint,
                                           "zoo_fingerprint": z.data_fingerprint}.items()])
         client.log_artifact(parent.info.run_id, str(space_path))
-        folder.mkdir(parents=True)
-        shutil.copyfile(space_path, folder / SPACE_FILE)
-        record = SearchRecord(name, str(folder), str(space_path.absolute()), str(data), str(zoo),
-                              ds.fingerprint, uri, experiment, exp_id, parent.info.run_id,
-                              overrides, time.strftime("%Y-%m-%dT%H:%M:%S"))
-        record.save()
         log(f"search {name}: {space.budget.trials} trials x up to {space.budget.epochs} epochs, "
             f"{space.budget.concurrency} at a time, sampler {space.sampler.name} (seed "
             f"{space.sampler.seed}), scheduler {space.scheduler.name}; folder {folder}")
         log(f"MLflow: experiment {experiment!r} ({uri}), parent run {parent.info.run_id}")
-        baselines = _score_baselines(record)
-        (folder / BASELINES_FILE).write_text(json.dumps(baselines))
+        folder.mkdir(parents=True)
+        try:
+            shutil.copyfile(space_path, folder / SPACE_FILE)
+            record = SearchRecord(name, str(folder), str(space_path.absolute()), str(data),
+                                  str(zoo), ds.fingerprint, uri, experiment, exp_id,
+                                  parent.info.run_id, overrides,
+                                  time.strftime("%Y-%m-%dT%H:%M:%S"))
+            record.save()
+            baselines = _score_baselines(record)
+            (folder / BASELINES_FILE).write_text(json.dumps(baselines))
+        except BaseException:
+            # Nothing ran yet: leave no half-made search behind (the name stays free).
+            shutil.rmtree(folder, ignore_errors=True)
+            client.set_terminated(parent.info.run_id, status="FAILED")
+            raise
         client.log_dict(parent.info.run_id, baselines, BASELINES_FILE)
         return _run(record, space, resume=False, log=log)
     finally:
@@ -627,30 +641,35 @@ def _ray_init(address: str | None) -> bool:
 
 
 def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) -> dict[str, Any]:
+    import ray
     from ray import tune
 
-    from san_search.moasha import MOASHA, EpochBudget
+    from san_search.moasha import EpochBudget, rungs, start_board
 
     settings = _settings(record, space)
+    if space.scheduler.name == "mo_asha":
+        settings["board"] = f"moasha-{record.parent_run_id}"
+        settings["rungs"] = rungs(space.scheduler.grace_epochs,
+                                  space.scheduler.reduction_factor, space.budget.epochs)
     folder = Path(record.folder)
     client = _client(record.tracking_uri)
     try:
+        if space.scheduler.name == "mo_asha":
+            board = start_board(settings["board"], space.metrics, space.modes,
+                                max_t=space.budget.epochs, grace=space.scheduler.grace_epochs,
+                                eta=space.scheduler.reduction_factor,
+                                violation=space.violation, state_file=folder / "moasha.json")
+            log(f"MO-ASHA rungs at epochs {ray.get(board.rungs.remote())}, keeping the best "
+                f"1/{space.scheduler.reduction_factor} by non-dominated rank")
         if resume:
             tuner = tune.Tuner.restore(str(folder / "tune"), trainable=_trainable(settings),
                                        resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
         else:
-            scheduler = None
-            if space.scheduler.name == "mo_asha":
-                scheduler = MOASHA(space.metrics, space.modes, max_t=space.budget.epochs,
-                                   grace=space.scheduler.grace_epochs,
-                                   eta=space.scheduler.reduction_factor,
-                                   violation=space.violation,
-                                   state_file=folder / "moasha.json")
             tuner = tune.Tuner(
                 _trainable(settings),
                 tune_config=tune.TuneConfig(
-                    search_alg=ConstrainedOptunaSearch(space), scheduler=scheduler,
+                    search_alg=ConstrainedOptunaSearch(space),
                     num_samples=space.budget.trials,
                     max_concurrent_trials=space.budget.concurrency, reuse_actors=False),
                 run_config=tune.RunConfig(
@@ -662,9 +681,13 @@ def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) ->
             )
         grid = tuner.fit()
     except KeyboardInterrupt:
-        client.set_tag(record.parent_run_id, "resume", f"san-search search --resume "
-                       f"{record.name} --out {Path(record.folder).parent}")
+        hint = f"san-search search --resume {record.name} --out {Path(record.folder).parent}"
+        client.set_tag(record.parent_run_id, "resume", hint)
         client.set_terminated(record.parent_run_id, status="KILLED")
+        for run in children(record.tracking_uri, record.experiment_id, record.parent_run_id):
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status="KILLED")
+        log(f"interrupted; continue with: {hint}")
         raise
     except Exception:
         client.set_terminated(record.parent_run_id, status="FAILED")

@@ -235,7 +235,9 @@ def _epoch_logger(config: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """The Ray Train loop: config = {"candidate": dict, "data": path, "zoo": path} and
-    optionally "resume_from" (a checkpoint folder) and "mlflow" ({tracking_uri, run_id})."""
+    optionally "resume_from" (a checkpoint folder), "mlflow" ({tracking_uri, run_id}) and
+    "early_stop" ({board, trial_id, rungs}: ask the search's MO-ASHA board at rung epochs
+    and end the run when it says STOP)."""
     import ray.train
     import ray.train.torch
 
@@ -260,6 +262,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     elif config.get("resume_from"):
         trainer.load(config["resume_from"])
     log_epoch = _epoch_logger(config) if rank == 0 else (lambda metrics: None)
+    early = config.get("early_stop")  # {board, trial_id, rungs}: MO-ASHA asked at rungs
     fail_after = os.environ.get("SAN_SEARCH_FAIL_AFTER_EPOCH")
     while trainer.epoch < cfg.epochs:
         if fail_after == str(trainer.epoch) and ckpt is None and rank == 0:
@@ -271,6 +274,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         metrics: dict[str, Any] = {"epoch": trainer.epoch + 1}
         try:
             metrics.update(trainer.train_epoch())
+            metrics["train_seconds"] = time.perf_counter() - t0
         except FloatingPointError as exc:
             # Report instead of raising: Ray Train would retry a deterministic failure.
             with tempfile.TemporaryDirectory() as tmp:
@@ -282,20 +286,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  checkpoint=checkpoint)
             return
         if rank == 0:
+            t1 = time.perf_counter()
             metrics.update(trainer.evaluate())
+            metrics["eval_seconds"] = time.perf_counter() - t1
         metrics["epoch_seconds"] = time.perf_counter() - t0
         log_epoch(metrics)
+        stop = False
+        if early and trainer.epoch in early["rungs"]:
+            from san_search.moasha import ask_board
+
+            decision = ask_board(early["board"], early["trial_id"], trainer.epoch,
+                                 metrics if rank == 0 else None)
+            stop = decision == "STOP"
+            metrics["early_stopped"] = float(stop)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
                 trainer.save(tmp)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+        if stop:
+            break
 
 
 def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path: str | Path,
         name: str, max_failures: int = 0, resume_from: str | Path | None = None,
-        mlflow_run: tuple[str, str] | None = None, in_tune: bool = False) -> Any:
+        mlflow_run: tuple[str, str] | None = None, in_tune: bool = False,
+        early_stop: dict[str, Any] | None = None) -> Any:
     """Run the loop on a `TorchTrainer` with `cfg.num_workers` workers; returns Ray's Result.
 
     `resume_from` continues from a checkpoint folder; `max_failures` restarts dead workers
@@ -324,7 +341,8 @@ def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path
                            "resume_from": str(Path(resume_from).absolute()) if resume_from
                            else None,
                            "mlflow": {"tracking_uri": mlflow_run[0], "run_id": mlflow_run[1]}
-                           if mlflow_run else None},
+                           if mlflow_run else None,
+                           "early_stop": early_stop},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(

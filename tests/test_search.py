@@ -100,7 +100,8 @@ def test_smoke_search_against_a_real_mlflow_server(problem: tuple[Path, Path], t
 def test_killed_search_resumes_without_duplicates_and_nan_trials_fail(
         problem: tuple[Path, Path], tmp_path: Path) -> None:
     """SIGKILL the driver (and everything it started) once a trial has finished; resume.
-    Trials with w_rec 1e39 overflow to an infinite loss and must fail, alone."""
+    Trials with w_rec 1e39 overflow to an infinite loss and must fail, alone; before the
+    kill, every trial's worker dies once and is restarted from its checkpoint."""
     data, zoo = problem
     space = tmp_path / "resume.yaml"
     # RandomSampler(seed=4) draws w_rec 5, 5, 1e39, 1e39 for the four trials.
@@ -117,7 +118,9 @@ def test_killed_search_resumes_without_duplicates_and_nan_trials_fail(
         "  aux_matcher: {type: categorical, choices: aux}\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "runs"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    # Every trial's worker process also dies once, after its first checkpoint: Ray Train
+    # must restart it from there (the trial could not finish otherwise).
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "SAN_SEARCH_FAIL_AFTER_EPOCH": "1"}
     cmd = [sys.executable, "-m", "san_search.cli", "search", str(space), "--data", str(data),
            "--zoo", str(zoo), "--out", str(out), "--name", "r"]
     log = (tmp_path / "driver.log").open("w")

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from san_search.config import ConfigError, load_zoo_spec
-from san_search.moasha import MOASHA, EpochBudget, rungs
+from san_search.moasha import EpochBudget, Rungs, rungs
 from san_search.pareto import (
     crowding_distance,
     front_mask,
@@ -215,7 +215,7 @@ def test_crowding_prefers_the_spread_out_point() -> None:
 def test_mo_asha_promotes_by_non_dominated_rank(tmp_path: Path) -> None:
     assert rungs(1, 2, 8) == [1, 2, 4]
     state = tmp_path / "moasha.json"
-    s = MOASHA(["p", "u"], ["max", "max"], max_t=4, grace=1, eta=2, state_file=state)
+    s = Rungs(["p", "u"], ["max", "max"], max_t=4, grace=1, eta=2, state_file=state)
     assert s.decide("a", 1, {"p": 0.5, "u": 0.5}) == "CONTINUE"  # alone: best 1 of 1
     assert s.decide("b", 1, {"p": 0.2, "u": 0.2}) == "STOP"  # dominated, keep 1 of 2
     assert s.decide("c", 1, {"p": 0.9, "u": 0.1}) == "CONTINUE"  # on the front: 2 of 3
@@ -223,14 +223,17 @@ def test_mo_asha_promotes_by_non_dominated_rank(tmp_path: Path) -> None:
     assert s.decide("a", 3, {"p": 0.5, "u": 0.5}) == "CONTINUE"  # not a rung
     assert s.decide("e", 1, {"error": "nan"}) == "CONTINUE"  # no objectives: not ranked
     # The records survive a restart of the driver.
-    again = MOASHA(["p", "u"], ["max", "max"], max_t=4, grace=1, eta=2, state_file=state)
+    again = Rungs(["p", "u"], ["max", "max"], max_t=4, grace=1, eta=2, state_file=state)
     assert set(again.records[1]) == {"a", "b", "c", "d"}
+    # A trial retried from a checkpoint asks again: same answer, not a second record.
+    assert again.decide("b", 1, {"p": 0.95, "u": 0.95}) == "STOP"
+    assert again.decision("c", 1) == "CONTINUE" and again.decision("zz", 1) is None
     assert again.decide("f", 1, {"p": 0.1, "u": 0.05}) == "STOP"
 
 
 def test_mo_asha_constraint_violators_rank_last() -> None:
-    s = MOASHA(["p", "u"], ["max", "max"], max_t=4, grace=1, eta=2,
-               violation=lambda r: max(0.0, 0.6 - r["ssim"]))
+    s = Rungs(["p", "u"], ["max", "max"], max_t=4, grace=1, eta=2,
+              violation=lambda r: max(0.0, 0.6 - r["ssim"]))
     assert s.decide("good", 1, {"p": 0.3, "u": 0.3, "ssim": 0.8}) == "CONTINUE"
     assert s.decide("blurry", 1, {"p": 0.9, "u": 0.9, "ssim": 0.2}) == "STOP"
 
