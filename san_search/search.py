@@ -49,6 +49,7 @@ BASELINES_FILE = "baselines.json"
 TRIAL_TAG = "san_search.trial_id"
 SEARCH_TAG = "san_search.search"
 FINALIZED_TAG = "san_search.finalized"
+TRIAL_MEMORY = 64 * 1024 * 1024  # bytes reserved for a trial's driver function
 # Tune saves its experiment state (trials and the Optuna study) at most this often; a
 # SIGKILLed driver loses at most this much bookkeeping.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
@@ -295,7 +296,7 @@ class SearchCallback(Callback):
         ckpt = last.get("checkpoint_path")
         if not ckpt or not all(m in last for m in self.settings["space"].metrics):
             return
-        task = ray.remote(finalize_trial).options(num_cpus=0.01, max_retries=1)
+        task = ray.remote(finalize_trial).options(num_cpus=0, max_retries=1)
         ref = task.remote(self.settings, trial.trial_id, ckpt, int(last["epoch"]))
         self.rt["pending"][trial.trial_id] = ref
 
@@ -500,8 +501,10 @@ def _settings(record: SearchRecord, space: SearchSpace) -> dict[str, Any]:
 def _trainable(settings: dict[str, Any]) -> Any:
     from ray import tune
 
+    # The trial function only waits on its Train run: it holds no CPU (a CPU fraction per
+    # trial would leave, say, 0.98 of 2 CPUs and keep the second trial's 1-CPU worker out).
     return tune.with_resources(tune.with_parameters(run_trial, settings=settings),
-                               {"CPU": 0.01})
+                               {"memory": TRIAL_MEMORY})
 
 
 def _bind(space_path: Path, overrides: dict[str, dict[str, Any]], data: Path, zoo: Path
