@@ -64,9 +64,9 @@ def synthetic_problem(root: Path, size: int = 32) -> tuple[Path, Path]:
 SYNTHETIC_SPACE = {
     "description": "search-efficiency benchmark on synthetic faces",
     "constraints": [{"metric": "val_ssim", "min": 0.3}],
-    "sampler": {"name": "tpe", "seed": 0, "options": {"n_startup_trials": 4}},
+    "sampler": {"name": "tpe", "seed": 0, "options": {"n_startup_trials": 3}},
     "scheduler": {"name": "mo_asha", "grace_epochs": 1, "reduction_factor": 2},
-    "budget": {"trials": 100, "epochs": 3, "concurrency": 2},
+    "budget": {"trials": 100, "epochs": 2, "concurrency": 2},
     "resources": {"num_workers": 1, "cpus_per_worker": 1, "max_failures": 0},
     "fixed": {"autoencoder": "san_conv", "skip": True, "batch_size": 32,
               "images_per_epoch": 256},
@@ -143,7 +143,7 @@ def main() -> None:
     ap.add_argument("--space", help="base search space (default: a built-in synthetic one)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--budget", type=int, default=12, help="trial-epochs per search (12)")
+    ap.add_argument("--budget", type=int, default=16, help="trial-epochs per search (16)")
     ap.add_argument("--epochs", type=int, default=None, help="override budget.epochs")
     ap.add_argument("--images-per-epoch", type=int, default=None)
     ap.add_argument("--out", default=None, help="keep runs here (default: a temp folder)")

@@ -104,7 +104,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     proc = subprocess.Popen(["bash", str(REPO / "mlflow" / "serve-local.sh")], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180  # a loaded 2-core machine can take over a minute
     try:
         while True:
             try:

@@ -131,7 +131,9 @@ def test_killed_search_resumes_without_duplicates_and_nan_trials_fail(
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(2)
-            if not (tmp_path / "mlflow.db").exists():
+            # search.json appears after the driver created the store and the parent run;
+            # opening the SQLite store earlier would race its table creation.
+            if not (out / "r" / "search.json").exists():
                 continue
             try:
                 _, children = _runs(uri, "san-search")
