@@ -254,8 +254,7 @@ class SearchCallback(Callback):
     @property
     def rt(self) -> dict[str, Any]:
         if self._runtime is None:
-            self._runtime = {"printed": 0.0, "pending": {}, "reconciled": False,
-                             "completed": 0}
+            self._runtime = {"printed": 0.0, "pending": {}, "reconciled": False}
         return self._runtime
 
     # --------------------------------------------------------- Tune hooks
@@ -273,7 +272,6 @@ class SearchCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
                           **info: Any) -> None:
         self._finalize(trial)
-        self.rt["completed"] += 1
         self._refresh_parent(trials)
         self._print(trials)
 
@@ -286,7 +284,7 @@ class SearchCallback(Callback):
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         self._collect(block=True)
         self._refresh_parent(trials)
-        self._print(trials, force=True)
+        self._print(trials)
 
     # --------------------------------------------------------- work
     def _finalize(self, trial: Any) -> None:
@@ -307,7 +305,7 @@ class SearchCallback(Callback):
         if not pending:
             return
         refs = list(pending.values())
-        done, _ = ray.wait(refs, num_returns=len(refs) if block else len(refs),
+        done, _ = ray.wait(refs, num_returns=len(refs),
                            timeout=None if block else 0)
         for tid, ref in list(pending.items()):
             if ref in done:
@@ -347,7 +345,7 @@ class SearchCallback(Callback):
         except Exception as exc:  # the search goes on; the next refresh retries
             print(f"could not refresh the parent run's front: {exc}", flush=True)
 
-    def _print(self, trials: list[Any], force: bool = False) -> None:
+    def _print(self, trials: list[Any]) -> None:
         self.rt["printed"] = time.monotonic()
         print(format_table(trial_rows(self.settings["space"], trials)), flush=True)
 

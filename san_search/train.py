@@ -261,6 +261,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             trainer.load(folder)
     elif config.get("resume_from"):
         trainer.load(config["resume_from"])
+    def report(metrics: dict[str, Any]) -> None:
+        """Report to Ray Train with a checkpoint of the current state (rank 0 writes it)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                trainer.save(tmp)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
     log_epoch = _epoch_logger(config) if rank == 0 else (lambda metrics: None)
     early = config.get("early_stop")  # {board, trial_id, rungs}: MO-ASHA asked at rungs
     fail_after = os.environ.get("SAN_SEARCH_FAIL_AFTER_EPOCH")
@@ -277,13 +286,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics["train_seconds"] = time.perf_counter() - t0
         except FloatingPointError as exc:
             # Report instead of raising: Ray Train would retry a deterministic failure.
-            with tempfile.TemporaryDirectory() as tmp:
-                checkpoint = None
-                if rank == 0:
-                    trainer.save(tmp)
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                ray.train.report({"epoch": trainer.epoch, "non_finite_loss": str(exc)},
-                                 checkpoint=checkpoint)
+            report({"epoch": trainer.epoch, "non_finite_loss": str(exc)})
             return
         if rank == 0:
             t1 = time.perf_counter()
@@ -299,12 +302,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                  metrics if rank == 0 else None)
             stop = decision == "STOP"
             metrics["early_stopped"] = float(stop)
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                trainer.save(tmp)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report(metrics)
         if stop:
             break
 
