@@ -123,3 +123,18 @@ def hypervolume(points: np.ndarray, reference: Sequence[float] | np.ndarray) -> 
         if width > 0:
             volume += width * hypervolume(pts[: i + 1, 1:], ref[1:])
     return float(volume)
+
+
+def hypervolume_contributions(points: np.ndarray, reference: Sequence[float] | np.ndarray
+                              ) -> np.ndarray:
+    """Each point's exclusive hypervolume: the volume lost when that point alone is removed.
+
+    Dominated points, points not above the reference and duplicates of another point
+    contribute 0; the contributions of the front add up to at most the total volume."""
+    pts = np.asarray(points, dtype=float).reshape(-1, len(np.asarray(reference)))
+    total = hypervolume(pts, reference)
+    out = np.zeros(len(pts))
+    for i in range(len(pts)):
+        rest = np.delete(pts, i, axis=0)
+        out[i] = max(0.0, total - hypervolume(rest, reference))
+    return out

@@ -134,7 +134,7 @@ TINY = {"epochs": 1, "batch_size": 32, "images_per_epoch": 96, "cpus": 1.0}
 
 @pytest.fixture(scope="session")
 def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A synthetic dataset and a zoo with aux and val models, trained without Ray."""
+    """A synthetic dataset and a zoo with aux, val and test models, trained without Ray."""
     from safetensors.torch import save
 
     from san_search.config import ModelSpec
@@ -148,7 +148,8 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     for name, kind, arch, role in [
         ("g_aux", "gender", "paper_cnn", "aux"), ("g_aux2", "gender", "regnetx_002", "aux"),
         ("g_val", "gender", "paper_cnn", "val"), ("m_aux", "matcher", "regnetx_002", "aux"),
-        ("m_val", "matcher", "resnet10t", "val"),
+        ("m_val", "matcher", "resnet10t", "val"), ("g_test", "gender", "paper_cnn", "test"),
+        ("m_test", "matcher", "regnetx_002", "test"),
     ]:
         spec = ModelSpec(name=name, kind=kind, arch=arch, role=role, **TINY)  # type: ignore[arg-type]
         model, meta = train_model(spec, data, log=lambda _: None)

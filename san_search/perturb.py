@@ -1,0 +1,98 @@
+"""`san-search perturb`: an exported ensemble applied to image files.
+
+Each file gets the preprocessing the ensemble's dataset got in `data prepare` (grayscale,
+the same crop or face detection, the same size), then the ensemble, and is written as a PNG
+under the output folder with its relative path (`a/b.jpg` -> `a/b.png`). Unreadable,
+corrupt or faceless files are reported and skipped; the rest go on. Each PNG is written to
+a temporary name and renamed, so an interrupted run leaves only whole files.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from san_search.ensemble import EnsembleError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
+                  ".ppm"}
+CHUNK = 64
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class PerturbReport:
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def list_inputs(source: Path) -> tuple[Path, list[Path]]:
+    """(root, files): one file, or every image file under a folder (sorted)."""
+    if source.is_file():
+        return source.parent, [source]
+    if not source.is_dir():
+        raise EnsembleError(f"--input {source}: no such file or folder")
+    files = sorted(p for p in source.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        kinds = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise EnsembleError(f"--input {source}: no image files ({kinds})")
+    return source, files
+
+
+def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, *,
+                  policy: str | None = None, backend: str = "torch", overwrite: bool = False,
+                  progress: Callable[[str], None] = stderr) -> PerturbReport:
+    from san_search.data.preprocess import Settings, decode_file
+    from san_search.export import load_ensemble
+
+    ens = load_ensemble(ensemble, backend, policy)  # verifies hashes first
+    root, files = list_inputs(Path(source))
+    out = Path(output)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise EnsembleError(f"--output {out} is not empty: pick an empty folder or pass "
+                            "--overwrite")
+    pre = ens.manifest["preprocessing"]
+    settings = Settings(size=int(pre["size"]), crop=float(pre.get("crop") or 1.0),
+                        detect=bool(pre.get("detect")))
+    from PIL import Image
+
+    report = PerturbReport()
+    t0 = time.perf_counter()
+    side = settings.size
+    for start in range(0, len(files), CHUNK):
+        batch, faces = [], []
+        for p in files[start : start + CHUNK]:
+            dec = decode_file(p, settings)
+            if dec.error is not None or dec.pixels is None:
+                report.skipped.append((p, dec.error or "unreadable"))
+                progress(f"skipped {p}: {dec.error}")
+                continue
+            batch.append(p)
+            faces.append(np.frombuffer(dec.pixels, np.uint8).reshape(side, side))
+        if faces:
+            y = ens.runtime.perturb(np.stack(faces))
+            for p, img in zip(batch, y, strict=True):
+                dst = out / p.relative_to(root).with_suffix(".png")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+                Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(
+                    tmp, format="PNG")
+                tmp.replace(dst)
+                report.written.append(dst)
+        done = min(start + CHUNK, len(files))
+        rate = len(report.written) / max(time.perf_counter() - t0, 1e-9)
+        progress(f"perturbed {done}/{len(files)} ({len(report.written)} written, "
+                 f"{len(report.skipped)} skipped, {rate:.0f} images/s)")
+    report.seconds = time.perf_counter() - t0
+    return report
