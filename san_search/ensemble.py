@@ -41,6 +41,8 @@ from san_search.errors import SanSearchError
 from san_search.pareto import front_mask, hypervolume, hypervolume_contributions
 
 Log = Callable[[str], None]
+# MLflow draws a progress bar per downloaded artefact: noise in a CLI that downloads many.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 EXHAUSTIVE_LIMIT = 20_000
 DISTANCE_IMAGES = 512  # val images the pairwise output distances are measured on
 SELECTION_FILE = "selection.json"

@@ -1,0 +1,60 @@
+"""Benchmark: `perturb` throughput of an exported ensemble, ONNX Runtime against PyTorch,
+on this CPU, both policies. Run on demand:
+
+    python bench/perturb.py --ensemble EXPORT_DIR [--data PREPARED_DATASET] [--images 1024]
+
+Times the ensemble on preprocessed faces (the test split of --data, else random faces of the
+ensemble's size), after one warm-up pass, with every core and with one thread. Prints
+images/s and the ONNX/PyTorch ratio measured in the same run (compare ratios, not seconds:
+the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from san_search.export import load_ensemble
+
+
+def rate(runtime, x: np.ndarray, policy: str, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    runtime.perturb(x[:64], policy)  # warm-up
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        runtime.perturb(x, policy)
+        best = max(best, len(x) / (time.perf_counter() - t0))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ensemble", required=True)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--images", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    probe = load_ensemble(args.ensemble)
+    s = probe.image_size
+    if args.data:
+        from san_search.data import open_dataset
+
+        x = open_dataset(args.data).split("test").images[: args.images]
+    else:
+        x = np.random.default_rng(0).integers(0, 256, (args.images, s, s), dtype=np.uint8)
+    print(f"{len(x)} faces at {s} px, {len(probe.manifest['members'])} members, "
+          f"{os.cpu_count()} cores")
+    for threads in (os.cpu_count() or 1, 1):
+        for policy in ("random", "chain"):
+            got = {b: rate(load_ensemble(args.ensemble, b, threads=threads).runtime, x,
+                           policy, args.repeats) for b in ("torch", "onnx")}
+            print(f"threads {threads:>2} policy {policy:<6}: PyTorch {got['torch']:7.0f} "
+                  f"images/s, ONNX Runtime {got['onnx']:7.0f} images/s, ratio "
+                  f"{got['onnx'] / got['torch']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
