@@ -318,3 +318,27 @@ def test_perturb_writes_pngs_and_skips_unreadable_images(
     rc = main(["perturb", "--ensemble", str(out), "--input", str(src),
                "--output", str(tmp_path / "o1")])
     assert rc == 2 and "is not empty" in capsys.readouterr().err
+
+
+def test_registered_pyfunc_loads_by_alias_and_predicts(exported: tuple[Path, Selection],
+                                                      tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+    from san_search.export import load_ensemble, register
+
+    out, _ = exported
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("unit", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(exp)
+    got = register(out, uri, run.info.run_id, "unit-ensemble", log=lambda _: None)
+    assert got["uri"] == "models:/unit-ensemble@champion" and got["version"] == "1"
+    assert str(client.get_model_version_by_alias("unit-ensemble", "champion").version) == "1"
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/unit-ensemble@champion")
+    x = np.random.default_rng(1).integers(0, 256, (5, 16, 16), dtype=np.uint8)
+    want = load_ensemble(out).runtime.perturb(x)
+    assert np.array_equal(np.asarray(model.predict(x)), want)
+    chain = np.asarray(model.predict(x, params={"policy": "chain"}))
+    assert np.array_equal(chain, load_ensemble(out).runtime.perturb(x, "chain"))
