@@ -242,14 +242,17 @@ class ValScores:
 def score_candidates(cands: Sequence[Candidate], ds: Any, zoo: Any, predictor: str,
                      log: Log = print) -> tuple[ValScores, Any]:
     from san_search.evaluate import PoolScorer, load_pool
+    from san_search.runtime import EnsembleRuntime, torch_gender, torch_member
+    from san_search.train import load_san
 
+    gender = torch_gender(zoo.load(predictor).eval())  # loaded once, shared by every candidate
     val = ds.split("val")
     scorer = PoolScorer(load_pool(zoo, "val"), val)
     classifiers = [g.name for g in scorer.pool.genders]
     outputs, metrics = [], []
     t0 = time.perf_counter()
     for i, c in enumerate(cands):
-        rt = torch_runtime([c.checkpoint], zoo, predictor, ds.prototypes)
+        rt = EnsembleRuntime([torch_member(load_san(c.checkpoint)[0])], gender, ds.prototypes)
         y = rt.perturb(val.images)
         outputs.append(y)
         metrics.append(scorer.score(y))
