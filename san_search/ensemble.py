@@ -351,15 +351,35 @@ def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], first: s
     return "\n".join(lines)
 
 
+def matched_sigma(utility_at: Callable[[float], float], target: float, *, high: float = 0.5,
+                  steps: int = 7) -> float:
+    """The Gaussian-noise sigma in [0, high] whose utility is closest to `target`, by
+    bisection (utility falls as sigma grows). `utility_at(sigma)` scores one strength."""
+    lo, hi = 0.0, high
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        if utility_at(mid) > target:
+            lo = mid
+        else:
+            hi = mid
+    return round((lo + hi) / 2, 4)
+
+
 def test_report(checkpoints: Sequence[Path], best_single: int, ds: Any, zoo: Any,
                 predictor: str, seed: int, third_party: bool = True, log: Log = print
                 ) -> list[dict[str, Any]]:
     """The test pool's verdict: ensemble (random), ensemble (chain), the best single member
-    (by val privacy) and Gaussian noise at the random ensemble's utility."""
-    from san_search.evaluate import NOISE_SIGMAS, PoolScorer, gaussian_noise, load_pool
+    (by val privacy) and Gaussian noise at the random ensemble's utility.
+
+    The noise strength is matched by bisection with the zoo's own test models only (fast),
+    then scored once with the whole pool: the third-party dlib descriptor embeds every image
+    at 150 px and would make each bisection step cost minutes."""
+    from san_search.evaluate import Pool, PoolScorer, gaussian_noise, load_pool
 
     test = ds.split("test")
-    scorer = PoolScorer(load_pool(zoo, "test", third_party=third_party), test)
+    pool = load_pool(zoo, "test", third_party=third_party)
+    scorer = PoolScorer(pool, test)
+    own = set(zoo.names("matcher", "test"))
     rt = torch_runtime(checkpoints, zoo, predictor, ds.prototypes, "random", seed)
     rows: list[dict[str, Any]] = []
     for label, policy in (("ensemble (random)", "random"), ("ensemble (chain)", "chain")):
@@ -367,10 +387,15 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: Any, zoo: Any
         log(f"  test pool: {label} scored")
     single = torch_runtime([checkpoints[best_single]], zoo, predictor, ds.prototypes)
     rows.append({"method": "best single member", **scorer.score(single.perturb(test.images))})
-    target = float(rows[0]["utility_mean"])
-    noise = [(s, scorer.score(gaussian_noise(s)(test.images))) for s in NOISE_SIGMAS]
-    sigma, m = min(noise, key=lambda p: abs(p[1]["utility_mean"] - target))
-    rows.append({"method": f"noise sigma {sigma:g} (matched utility)", **m})
+    log("  test pool: best single member scored")
+    fast = [m for m in pool.matchers if m.name in own] or pool.matchers
+    quick = PoolScorer(Pool("test", pool.genders[:1], fast), test)
+    target = float(np.mean([rows[0][f"utility.{m.name}"] for m in fast]))
+    sigma = matched_sigma(
+        lambda s: quick.score(gaussian_noise(s)(test.images))["utility_mean"], target)
+    rows.append({"method": f"noise sigma {sigma:g} (matched utility)",
+                 **scorer.score(gaussian_noise(sigma)(test.images))})
+    log(f"  test pool: noise at sigma {sigma:g} scored")
     return rows
 
 
