@@ -9,6 +9,9 @@ Layout of a search folder (`<out>/<name>/`):
   tune/           Ray Tune's experiment state (trials, the Optuna study)
   train/<trial>/  Ray Train runs: each trial's checkpoints
 
+With `--storage URI` (say s3://bucket/searches, for a cluster whose nodes share no disk),
+tune/ and train/ go to <URI>/<name>/ instead; the rest stays in the local folder.
+
 Who writes what to MLflow:
   - the driver creates the parent run and, as trials finish, refreshes its Pareto table and
     figure and its hypervolume metric;
@@ -82,6 +85,11 @@ class SearchRecord:
     parent_run_id: str
     overrides: dict[str, dict[str, Any]]
     created: str
+    storage: str = ""  # where tune/ and train/ live: "" = the folder itself
+
+    @property
+    def storage_root(self) -> str:
+        return self.storage or self.folder
 
     def save(self) -> None:
         path = Path(self.folder) / SEARCH_FILE
@@ -193,8 +201,9 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
                  "rungs": settings["rungs"]}
     try:
         fit(cfg, settings["data"], settings["zoo"],
-            storage_path=Path(settings["folder"]) / "train", name=trial_id,
+            storage_path=join_storage(settings["storage"], "train"), name=trial_id,
             max_failures=space.resources.max_failures,
+            extra_resources=space.resources.custom,
             mlflow_run=(settings["tracking_uri"], run_id), in_tune=True, early_stop=early)
     except BaseException as exc:
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
@@ -215,12 +224,12 @@ def finalize_trial(settings: dict[str, Any], trial_id: str, checkpoint: str, epo
     run_id = run.info.run_id
     if run.data.tags.get(FINALIZED_TAG) == "1":
         return {"trial_id": trial_id, "skipped": True}
-    baselines = json.loads((Path(settings["folder"]) / BASELINES_FILE).read_text())
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "checkpoint"
-            shutil.copytree(checkpoint, local)
-            ev = final_evaluation(local, settings["data"], settings["zoo"], baselines=baselines)
+            fetch_checkpoint(checkpoint, settings["storage"], local)
+            ev = final_evaluation(local, settings["data"], settings["zoo"],
+                                  baselines=settings["baselines"])
             mlflow.set_tracking_uri(settings["tracking_uri"])
             with mlflow.start_run(run_id=run_id):
                 log_candidate_artifacts(ev, local, run.info.run_name)
@@ -234,6 +243,25 @@ def finalize_trial(settings: dict[str, Any], trial_id: str, checkpoint: str, epo
         client.set_terminated(run_id, status="FAILED")
         return {"trial_id": trial_id, "error": str(exc)}
     return {"trial_id": trial_id, "final": ev.curve[-1]}
+
+
+def join_storage(root: str, *parts: str) -> str:
+    """A path under the search's storage: a local folder or a URI such as s3://b/p."""
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def fetch_checkpoint(checkpoint: str, storage: str, dest: Path) -> None:
+    """Copy a trial's checkpoint folder to `dest`. Ray reports checkpoints on remote storage
+    without the scheme (bucket/path); the search's storage URI supplies it."""
+    if "://" in storage and "://" not in checkpoint:
+        checkpoint = f"{storage.split('://', 1)[0]}://{checkpoint}"
+    if "://" in checkpoint:
+        import pyarrow.fs
+
+        dest.mkdir(parents=True)
+        pyarrow.fs.copy_files(checkpoint, str(dest))
+    else:
+        shutil.copytree(checkpoint, dest)
 
 
 # ------------------------------------------------------------------ driver-side callback
@@ -365,6 +393,8 @@ def trial_rows(space: SearchSpace, trials: list[Any]) -> list[dict[str, Any]]:
             row[m] = float(v) if isinstance(v, (int, float)) else float("nan")
         row["violation"] = space.violation(last) if last else float("nan")
         row["feasible"] = bool(row["violation"] == 0)
+        rate = last.get("images_per_s")
+        row["images_per_s"] = float(rate) if isinstance(rate, (int, float)) else float("nan")
         if t.status == "ERROR" or last.get("non_finite_loss"):
             row["state"] = "ERROR"
         for k, v in (t.config or {}).items():
@@ -466,8 +496,7 @@ def refresh_parent(settings: dict[str, Any], rows: list[dict[str, Any]]) -> None
     front = [i for i, r in enumerate(rows) if r["on_front"]]
     replace_table(client, parent, {c: [table[c][i] for i in front] for c in table},
                   "pareto_front.json")
-    base_file = Path(settings["folder"]) / BASELINES_FILE
-    baselines = json.loads(base_file.read_text()) if base_file.is_file() else None
+    baselines = settings.get("baselines")
     fig = front_figure(space, rows, baselines, f"search {settings['name']}")
     client.log_figure(parent, fig, "pareto_front.png")
     plt.close(fig)
@@ -490,7 +519,10 @@ def _plain(v: Any) -> Any:
 # ------------------------------------------------------------------ driver
 
 def _settings(record: SearchRecord, space: SearchSpace) -> dict[str, Any]:
+    base_file = Path(record.folder) / BASELINES_FILE
     return {"name": record.name, "folder": record.folder, "space": space,
+            "storage": record.storage_root,
+            "baselines": json.loads(base_file.read_text()) if base_file.is_file() else None,
             "data": record.data, "zoo": record.zoo, "data_fingerprint": record.data_fingerprint,
             "tracking_uri": record.tracking_uri, "experiment_id": record.experiment_id,
             "parent_run_id": record.parent_run_id}
@@ -521,6 +553,13 @@ def _check_trial_fits(space: SearchSpace, resources: dict[str, float]) -> None:
 
     cfg = space.candidate({})
     check_resources(cfg, resources)
+    for res, amount in (space.resources.custom or {}).items():
+        need = cfg.num_workers * amount
+        if resources.get(res, 0.0) < need:
+            raise SearchError(
+                f"{space.path}: resources: custom: a trial needs {need:g} {res!r}; the Ray "
+                f"cluster has {resources.get(res, 0.0):g} (start nodes with "
+                f"`ray start --resources '{{\"{res}\": N}}'`, or drop it from the space)")
 
 
 def _score_baselines(record: SearchRecord) -> dict[str, list[dict[str, float]]]:
@@ -536,8 +575,11 @@ def _score_baselines(record: SearchRecord) -> dict[str, list[dict[str, float]]]:
 def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str | Path,
           name: str | None = None, tracking_uri: str | None = None,
           experiment: str = "san-search", overrides: dict[str, dict[str, Any]] | None = None,
-          ray_address: str | None = None, log: Log = print) -> dict[str, Any]:
-    """Check everything, create the parent run and the search folder, run the search."""
+          ray_address: str | None = None, storage: str | None = None, log: Log = print
+          ) -> dict[str, Any]:
+    """Check everything, create the parent run and the search folder, run the search.
+    `storage`: where Tune and Train write (default: the search folder); give a URI that
+    every node reaches (s3://...) on a cluster without a shared disk."""
     from san_search import tracking
 
     overrides = overrides or {}
@@ -581,7 +623,8 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
             record = SearchRecord(name, str(folder), str(space_path.absolute()), str(data),
                                   str(zoo), ds.fingerprint, uri, experiment, exp_id,
                                   parent.info.run_id, overrides,
-                                  time.strftime("%Y-%m-%dT%H:%M:%S"))
+                                  time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  _storage(storage, name))
             record.save()
             baselines = _score_baselines(record)
             (folder / BASELINES_FILE).write_text(json.dumps(baselines))
@@ -599,6 +642,14 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
             ray.shutdown()
 
 
+def _storage(storage: str | None, name: str) -> str:
+    if not storage:
+        return ""
+    if "://" in storage:
+        return join_storage(storage, name)
+    return str(Path(storage).absolute() / name)
+
+
 def resume(name: str, *, out: str | Path, ray_address: str | None = None,
            log: Log = print) -> dict[str, Any]:
     """Continue a search whose driver died: finished trials stay, the Optuna study and the
@@ -612,7 +663,7 @@ def resume(name: str, *, out: str | Path, ray_address: str | None = None,
     if ds.fingerprint != record.data_fingerprint:
         raise SearchError(f"the dataset at {record.data} changed since the search started "
                           f"(fingerprint {ds.fingerprint} != {record.data_fingerprint})")
-    if not (folder / "tune").is_dir():
+    if "://" not in record.storage_root and not (Path(record.storage_root) / "tune").is_dir():
         raise SearchError(f"{folder} has no Ray Tune state (tune/): the search never started "
                           "a trial; start it again under a new name")
     tracking.check_reachable(record.tracking_uri)
@@ -663,7 +714,8 @@ def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) ->
             log(f"MO-ASHA rungs at epochs {ray.get(board.rungs.remote())}, keeping the best "
                 f"1/{space.scheduler.reduction_factor} by non-dominated rank")
         if resume:
-            tuner = tune.Tuner.restore(str(folder / "tune"), trainable=_trainable(settings),
+            tuner = tune.Tuner.restore(join_storage(record.storage_root, "tune"),
+                                       trainable=_trainable(settings),
                                        resume_unfinished=True, resume_errored=False,
                                        restart_errored=False)
         else:
@@ -674,7 +726,7 @@ def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) ->
                     num_samples=space.budget.trials,
                     max_concurrent_trials=space.budget.concurrency, reuse_actors=False),
                 run_config=tune.RunConfig(
-                    name="tune", storage_path=str(folder), verbose=0,
+                    name="tune", storage_path=record.storage_root, verbose=0,
                     callbacks=[SearchCallback(settings)],
                     stop=EpochBudget(space.budget.trial_epochs) if space.budget.trial_epochs
                     else None,

@@ -138,6 +138,9 @@ class Resources:
     use_gpu: bool = False
     gpus_per_worker: float = 1.0  # fractions let several small SANs share one GPU
     max_failures: int = 1  # restarts of a trial's dead workers from its last checkpoint
+    # Ray custom resources each Train worker needs, e.g. {gpu_node: 1} to pin trials to a
+    # node type of a cluster (nodes advertise them with `ray start --resources`).
+    custom: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -449,6 +452,16 @@ def load_search_space(path: str | Path, overrides: dict[str, dict[str, Any]] | N
         raise ConfigError(f"{where}: resources: gpus_per_worker must be > 0 with use_gpu")
     if resources.max_failures < 0:
         raise ConfigError(f"{where}: resources: max_failures must be >= 0")
+    custom = resources.custom or {}
+    if not isinstance(custom, dict) or not all(
+            isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+            and v > 0 for k, v in custom.items()):
+        raise ConfigError(f"{where}: resources: custom must map resource names to positive "
+                          f"amounts, like {{gpu_node: 1}}; got {resources.custom!r}")
+    reserved = sorted(set(custom) & {"CPU", "GPU", "memory", "object_store_memory"})
+    if reserved:
+        raise ConfigError(f"{where}: resources: custom: {', '.join(reserved)} are set with "
+                          "cpus_per_worker / gpus_per_worker, not as custom resources")
 
     fixed = data.get("fixed") or {}
     if not isinstance(fixed, dict):

@@ -222,6 +222,15 @@ def _epoch_logger(config: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(target["tracking_uri"])
+    try:  # where rank 0 trains: shows which node of a cluster ran the candidate
+        import ray
+
+        node = {"san_search.node_id": ray.get_runtime_context().get_node_id(),
+                "san_search.node_ip": ray.util.get_node_ip_address()}
+        for k, v in node.items():
+            client.set_tag(target["run_id"], k, v)
+    except Exception:  # noqa: S110 (outside Ray: nothing to record)
+        pass
 
     def log(metrics: dict[str, Any]) -> None:
         step, now = int(metrics["epoch"]), int(time.time() * 1000)
@@ -310,13 +319,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path: str | Path,
         name: str, max_failures: int = 0, resume_from: str | Path | None = None,
         mlflow_run: tuple[str, str] | None = None, in_tune: bool = False,
-        early_stop: dict[str, Any] | None = None) -> Any:
+        early_stop: dict[str, Any] | None = None,
+        extra_resources: dict[str, float] | None = None) -> Any:
     """Run the loop on a `TorchTrainer` with `cfg.num_workers` workers; returns Ray's Result.
 
     `resume_from` continues from a checkpoint folder; `max_failures` restarts dead workers
     from their latest checkpoint; a run of the same `name` and `storage_path` picks up where
-    it stopped. `mlflow_run` = (tracking URI, run id) receives per-epoch metrics live;
-    `in_tune` forwards every report to the Ray Tune trial that calls this. Raises
+    it stopped; `storage_path` may be a URI (s3://...). `mlflow_run` = (tracking URI, run id)
+    receives per-epoch metrics live; `in_tune` forwards every report to the Ray Tune trial
+    that calls this; `extra_resources` are Ray custom resources per worker. Raises
     `NonFiniteLoss` when the loss became NaN or infinite."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -329,6 +340,7 @@ def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path
     resources = {"CPU": cfg.cpus_per_worker}
     if cfg.use_gpu:
         resources["GPU"] = cfg.gpus_per_worker
+    resources.update(extra_resources or {})
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"candidate": {**dataclasses.asdict(cfg),
@@ -344,7 +356,8 @@ def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                                resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=str(Path(storage_path).absolute()),
+            name=name, storage_path=str(storage_path) if "://" in str(storage_path)
+            else str(Path(storage_path).absolute()),
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,

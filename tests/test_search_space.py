@@ -107,6 +107,12 @@ def test_smoke_space_binds_to_a_real_zoo(problem: tuple[Path, Path]) -> None:
     (("  depth: 1\n", "  depth: 1\n  epochs: 3\n"), "fixed: 'epochs' is set by budget.epochs"),
     (("{metric: val_ssim, min: 0.0}", "{metric: val_ssim, min: 0.9, max: 0.1}"),
      "constraints[0]: impossible range min 0.9 > max 0.1"),
+    (("max_failures: 1}", "max_failures: 1, custom: {gpu_node: 0}}"),
+     "resources: custom must map resource names to positive amounts"),
+    (("max_failures: 1}", "max_failures: 1, custom: {GPU: 1}}"),
+     "resources: custom: GPU are set with cpus_per_worker / gpus_per_worker"),
+    (("max_failures: 1}", "max_failures: 1, custm: {gpu_node: 1}}"),
+     "unknown key 'custm'"),
 ])
 def test_space_errors_name_file_key_and_what_is_allowed(tmp_path: Path, edit: tuple[str, str],
                                                         message: str) -> None:
@@ -246,3 +252,15 @@ def test_epoch_budget_counts_trial_epochs() -> None:
     assert not stop.stop_all()
     stop("a", {"epoch": 2})
     assert stop.stop_all()
+
+
+def test_a_custom_resource_no_node_offers_is_refused_before_any_trial(
+        problem: tuple[Path, Path], tmp_path: Path) -> None:
+    from san_search.search import SearchError, _check_trial_fits
+
+    _, zoo_dir = problem
+    text = BASE.replace("max_failures: 1}", "max_failures: 1, custom: {trial_slot: 1}}")
+    space = load_search_space(_write(tmp_path, text)).bind(open_zoo(zoo_dir), 16)
+    with pytest.raises(SearchError, match=r"a trial needs 1 'trial_slot'; the Ray cluster has 0"):
+        _check_trial_fits(space, {"CPU": 2.0})
+    _check_trial_fits(space, {"CPU": 2.0, "trial_slot": 2.0})  # fits
