@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/san-search data synth --out $(DEMO_DIR)/data --overwrite
+	$(BIN)/san-search demo --out $(DEMO_DIR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check san_search tests bench

@@ -180,7 +180,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         summary = search.start(space_path, Path(args.data), Path(args.zoo), out=args.out,
                                name=args.name, tracking_uri=args.tracking_uri,
                                experiment=args.experiment, overrides=overrides,
-                               ray_address=args.ray_address)
+                               ray_address=args.ray_address, storage=args.storage)
     print(search.format_table([r for r in summary["rows"] if r["on_front"]]))
     return 0
 
@@ -221,6 +221,31 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     for path, why in rep.skipped:
         print(f"  skipped {path}: {why}")
     return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from san_search.demo import run_demo
+
+    run_demo(args.out, data=args.data, trials=args.trials, tracking_uri=args.tracking_uri,
+             gpus_per_trial=args.gpus_per_trial, size=args.size)
+    return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    import shlex
+
+    from san_search.launch import make_plan, run_plan
+
+    plan = make_plan(args.cluster, args.space, args.data, args.zoo, storage=args.storage,
+                     name=args.name, out=args.out, port=args.port, up=not args.no_up,
+                     extra=args.search_args[1:] if args.search_args[:1] == ["--"]
+                     else args.search_args)
+    if args.dry_run:
+        for cmd in (plan.up, plan.tunnel, plan.submit, plan.follow):
+            if cmd is not None:
+                print(shlex.join(cmd) + (" &" if cmd is plan.tunnel else ""))
+        return 0
+    return run_plan(plan, follow=args.follow)
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -368,7 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     sr.add_argument("--seed", type=int, default=None, help="override sampler.seed")
     sr.add_argument("--scheduler", default=None, choices=["mo_asha", "none"],
                     help="override scheduler.name")
-    sr.add_argument("--ray-address", default=None, help="Ray cluster (default: a local Ray)")
+    sr.add_argument("--ray-address", default=None, help="Ray cluster (default: a local Ray; "
+                    "'auto' inside a cluster)")
+    sr.add_argument("--storage", default=None, metavar="URI",
+                    help="where Ray Tune and Train write trials and checkpoints, under "
+                    "<URI>/<name>/ (default: the search folder); on a cluster without a "
+                    "shared disk give one every node reaches, e.g. s3://bucket/searches")
     _add_tracking(sr, "san-search")
     sr.set_defaults(func=cmd_search)
 
@@ -433,6 +463,51 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PyTorch or ONNX Runtime (torch)")
     pt.add_argument("--overwrite", action="store_true", help="allow a non-empty --output")
     pt.set_defaults(func=cmd_perturb)
+
+    dm = sub.add_parser(
+        "demo", help="the whole product on synthetic faces, in one command (about 10 min)",
+        description="Synthetic faces (or --data) -> a small zoo -> a small search "
+        "(search_spaces/demo.yaml, 8 trials) -> ensemble selection -> export and "
+        "registration -> perturbing a few sample faces -> a summary. Starts a local MLflow "
+        "server on 127.0.0.1 (left running for the UI) unless --tracking-uri or "
+        "$MLFLOW_TRACKING_URI names one. Data and zoo are kept in --out and reused.")
+    dm.add_argument("--out", default="runs/demo", help="demo folder (runs/demo)")
+    dm.add_argument("--data", default=None, help="a prepared dataset instead of synthetic faces")
+    dm.add_argument("--trials", type=int, default=None, help="override the search's 8 trials")
+    dm.add_argument("--size", type=int, default=3, help="ensemble size (3)")
+    dm.add_argument("--gpus-per-trial", type=float, default=None,
+                    help="GPU share per Train worker (default: 0.5 when a GPU is visible, "
+                    "else CPU trials)")
+    dm.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: "
+                    "$MLFLOW_TRACKING_URI, else a local server the demo starts)")
+    dm.set_defaults(func=cmd_demo)
+
+    la = sub.add_parser(
+        "launch", help="bring a Ray cluster up (cluster.yaml) and submit a search as a Ray job",
+        description="Check the cluster YAML against Ray's schema and the search space, run "
+        "`ray up`, open an SSH tunnel to the head's dashboard (`ray dashboard`), and submit "
+        "`san-search search` as a Ray job on the head. Data and zoo paths are paths on the "
+        "cluster's nodes. Extra search options go after `--`.")
+    la.add_argument("--cluster", default="cluster.yaml", help="Ray cluster-launcher YAML "
+                    "(cluster.yaml)")
+    la.add_argument("--space", required=True, help="shipped space name, or a YAML inside "
+                    "this repository")
+    la.add_argument("--data", required=True, help="prepared dataset, as a path on the nodes")
+    la.add_argument("--zoo", required=True, help="zoo folder, as a path on the nodes")
+    la.add_argument("--storage", required=True, metavar="URI",
+                    help="where trials and checkpoints go, reachable from every node "
+                    "(s3://bucket/searches)")
+    la.add_argument("--name", default=None, help="search and job name (search-<time>)")
+    la.add_argument("--out", default="~/runs/search", help="searches folder on the head "
+                    "(~/runs/search)")
+    la.add_argument("--port", type=int, default=8265, help="local end of the dashboard "
+                    "tunnel (8265)")
+    la.add_argument("--no-up", action="store_true", help="the cluster is already up")
+    la.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
+    la.add_argument("--dry-run", action="store_true", help="check and print the commands only")
+    la.add_argument("search_args", nargs=argparse.REMAINDER,
+                    help="after --: more `san-search search` options (e.g. -- --trials 64)")
+    la.set_defaults(func=cmd_launch)
 
     models = sub.add_parser("models", help="list the registered architectures")
     models.set_defaults(func=cmd_models_list)

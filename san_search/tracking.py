@@ -112,3 +112,76 @@ def replace_table(client: Any, run_id: str, data: dict[str, list[Any]], artifact
     entry = {"path": artifact_file, "type": "table"}
     if entry not in listed:
         client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*listed, entry]))
+
+
+# ------------------------------------------------------------------ a local server
+
+def healthy(uri: str, timeout: float = 2.0) -> bool:
+    """True when the MLflow server at `uri` answers /health with 200."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:  # noqa: S310
+            return bool(r.status == 200)
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
+        return False
+
+
+def free_port(preferred: int = 5000) -> int:
+    """`preferred` when nothing listens on it on 127.0.0.1, else a free port."""
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise TrackingError("no free TCP port on 127.0.0.1")
+
+
+def serve_local(folder: str | Path, port: int = 5000, timeout: float = 180.0) -> dict[str, Any]:
+    """A detached `mlflow server` on 127.0.0.1 with a SQLite backend and a local artifact
+    folder under `folder` (the settings of mlflow/serve-local.sh). A server this function
+    started earlier for the same folder is reused while it answers. It keeps running after
+    the caller exits (so the UI stays up); `server.json` in `folder` has its pid and URI.
+    Returns {"uri", "pid", "log", "started"}."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    folder = Path(folder).absolute()
+    state = folder / "server.json"
+    if state.is_file():
+        info = json.loads(state.read_text())
+        if healthy(info["uri"]):
+            return {**info, "started": False}
+    (folder / "artifacts").mkdir(parents=True, exist_ok=True)
+    port = free_port(port)
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if exe is None:
+        raise TrackingError("the `mlflow` command is not installed beside this Python")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    log_path = folder / "server.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 (fixed arguments)
+            [exe, "server", "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1",
+             "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while not healthy(uri):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.terminate()
+            tail = log_path.read_text(errors="replace")[-1500:]
+            raise TrackingError(f"the MLflow server in {folder} did not start within "
+                                f"{timeout:.0f} s (log {log_path}):\n{tail}")
+        time.sleep(0.5)
+    info = {"uri": uri, "pid": proc.pid, "log": str(log_path)}
+    state.write_text(json.dumps(info))
+    return {**info, "started": True}
