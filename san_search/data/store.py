@@ -249,6 +249,27 @@ class SplitView:
             None,
         )
 
+    def identity_subset(self, fraction: float, seed: int = 0) -> SplitView:
+        """The rows of a seeded random `fraction` of the identities, with the pairs whose two
+        images both remain (re-indexed): a smaller split with the same kind of pairs, for
+        cheap estimates (say, choosing a baseline's strength) before one full scoring."""
+        ids = np.unique(self.identity_index)
+        rng = np.random.default_rng(seed)
+        keep_ids = rng.choice(ids, size=max(1, round(len(ids) * fraction)), replace=False)
+        mask = np.isin(self.identity_index, keep_ids)
+        idx = np.flatnonzero(mask)
+        pairs = None
+        if self.pairs is not None:
+            remap = np.full(len(self), -1, dtype=np.int64)
+            remap[idx] = np.arange(len(idx))
+            keep = mask[self.pairs.a] & mask[self.pairs.b]
+            pairs = Pairs(remap[self.pairs.a[keep]].astype(np.int32),
+                          remap[self.pairs.b[keep]].astype(np.int32), self.pairs.same[keep])
+        take = pa.array(idx)
+        return SplitView(self.name, self.images[idx], self.gender[idx],
+                         self.identity_index[idx], self.identity.take(take),
+                         self.source_path.take(take), pairs)
+
     def torch_images(self) -> Any:
         """The images as a uint8 torch tensor (N, S, S) sharing memory with the mapped file.
 

@@ -44,6 +44,27 @@ def test_shards_partition_the_split(ds_path: Path) -> None:
         tr.shard(3, 3)
 
 
+def test_identity_subset_keeps_whole_identities_and_their_pairs(ds_path: Path) -> None:
+    test = open_dataset(ds_path).split("test")
+    assert test.pairs is not None
+    sub = test.identity_subset(0.5, seed=1)
+    ids = set(sub.identity_index.tolist())
+    assert len(ids) == round(len(set(test.identity_index.tolist())) * 0.5)
+    assert len(sub) == int(np.isin(test.identity_index, list(ids)).sum())  # whole identities
+    assert sub.pairs is not None and len(sub.pairs.a) > 0
+    # every kept pair points at the same two images as a pair of the full split
+    full = {(test.identity[a].as_py(), test.identity[b].as_py(), bool(s),
+             test.images[a].tobytes(), test.images[b].tobytes())
+            for a, b, s in zip(test.pairs.a, test.pairs.b, test.pairs.same, strict=True)}
+    for a, b, s in zip(sub.pairs.a, sub.pairs.b, sub.pairs.same, strict=True):
+        assert (sub.identity[a].as_py(), sub.identity[b].as_py(), bool(s),
+                sub.images[a].tobytes(), sub.images[b].tobytes()) in full
+    both = np.isin(test.identity_index[test.pairs.a], list(ids)) & np.isin(
+        test.identity_index[test.pairs.b], list(ids))
+    assert len(sub.pairs.a) == int(both.sum())
+    assert set(test.identity_subset(0.5, seed=1).identity_index.tolist()) == ids  # seeded
+
+
 def test_torch_view_shares_memory(ds_path: Path) -> None:
     import torch
 
