@@ -224,6 +224,12 @@ def finalize_trial(settings: dict[str, Any], trial_id: str, checkpoint: str, epo
     run_id = run.info.run_id
     if run.data.tags.get(FINALIZED_TAG) == "1":
         return {"trial_id": trial_id, "skipped": True}
+    space = settings["space"]
+    if not space.budget.final_curve:  # per-epoch metrics only (benchmarks, quick looks)
+        client.set_tag(run_id, "san_search.epochs_trained", str(epochs))
+        client.set_tag(run_id, "san_search.final_curve", "skipped (budget.final_curve: false)")
+        client.set_terminated(run_id, status="FINISHED")
+        return {"trial_id": trial_id, "skipped": True}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "checkpoint"

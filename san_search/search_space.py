@@ -122,6 +122,9 @@ class Budget:
     epochs: int = 4  # the most epochs one trial trains
     concurrency: int = 2  # trials at once
     trial_epochs: int = 0  # stop the search once this many epochs ran in all (0 = no cap)
+    # the final trade-off curve, image grid and weights of each completed trial; false keeps
+    # per-epoch metrics only (cheaper: benchmarks), and such trials cannot join an ensemble
+    final_curve: bool = True
 
 
 @dataclass(frozen=True)

@@ -264,3 +264,28 @@ def test_a_custom_resource_no_node_offers_is_refused_before_any_trial(
     with pytest.raises(SearchError, match=r"a trial needs 1 'trial_slot'; the Ray cluster has 0"):
         _check_trial_fits(space, {"CPU": 2.0})
     _check_trial_fits(space, {"CPU": 2.0, "trial_slot": 2.0})  # fits
+
+
+def test_final_curve_false_ends_the_child_run_with_per_epoch_metrics_only(
+        tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from san_search.search import FINALIZED_TAG, TRIAL_TAG, finalize_trial
+
+    text = BASE.replace("budget: {trials: 4", "budget: {final_curve: false, trials: 4")
+    space = load_search_space(_write(tmp_path, text))
+    assert space.budget.final_curve is False
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("s", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp).info.run_id
+    child = client.create_run(exp, tags={"mlflow.parentRunId": parent, TRIAL_TAG: "t1"})
+    settings = {"tracking_uri": uri, "experiment_id": exp, "parent_run_id": parent,
+                "space": space, "storage": str(tmp_path), "baselines": None}
+    out = finalize_trial(settings, "t1", str(tmp_path / "no-checkpoint"), 2)
+    assert out == {"trial_id": "t1", "skipped": True}
+    run = client.get_run(child.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["san_search.epochs_trained"] == "2"
+    assert FINALIZED_TAG not in run.data.tags  # so it cannot join an ensemble
+    assert client.list_artifacts(child.info.run_id) == []
