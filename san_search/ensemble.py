@@ -342,11 +342,13 @@ def _val_row(label: str, members: list[int], vs: ValScores, dist_n: np.ndarray,
 
 def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], first: str) -> str:
     width = max([len(first), *(len(str(r[first])) for r in rows)])
-    head = f"{first:<{width}} " + " ".join(f"{c[:14]:>14}" for c in columns)
+    widths = [max(len(c), 9) for c in columns]  # whole names: evaluators share prefixes
+    head = f"{first:<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths,
+                                                                       strict=True))
     lines = [head, "-" * len(head)]
     for r in rows:
-        cells = [f"{r[c]:>14.3f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '-')):>14}"
-                 for c in columns]
+        cells = [f"{r[c]:>{w}.3f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '-')):>{w}}"
+                 for c, w in zip(columns, widths, strict=True)]
         lines.append(f"{str(r[first]):<{width}} " + " ".join(cells))
     return "\n".join(lines)
 
@@ -523,6 +525,14 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
     return sel
 
 
+def metric_tag(method: str) -> str:
+    """The MLflow metric prefix of a test-table row: one stable name per method, the same in
+    every ensemble run (the noise row's sigma varies, so it is logged as its own metric)."""
+    if method.startswith("noise sigma"):
+        return "noise_matched"
+    return "".join(c if c.isalnum() else "_" for c in method).strip("_").replace("__", "_")
+
+
 def log_selection(sel: Selection) -> str:
     """An `ensemble` child run under the search's parent: settings, members, both tables,
     the figure, and the headline metrics."""
@@ -544,9 +554,12 @@ def log_selection(sel: Selection) -> str:
     now = int(time.time() * 1000)
     metrics = []
     for r in sel.test_table:
-        tag = r["method"].split(" (")[0].replace(" ", "_").replace(".", "_")
+        tag = metric_tag(r["method"])
         for k in ("privacy_mean", "privacy_min", "utility_mean", "utility_min", "ssim"):
             metrics.append(Metric(f"test_{tag}_{k}", float(r[k]), now, 0))
+        if tag == "noise_matched":
+            sigma = r["method"].split()[2]
+            metrics.append(Metric("test_noise_matched_sigma", float(sigma), now, 0))
     chosen = sel.val_table[0]
     for k in ("objective", "coverage", "diversity", "hv_share", "random_privacy_mean",
               "random_utility_mean", "random_ssim"):

@@ -339,14 +339,27 @@ def test_registered_pyfunc_loads_by_alias_and_predicts(exported: tuple[Path, Sel
     from mlflow.tracking import MlflowClient
 
     import mlflow
+    from san_search.ensemble import log_selection
     from san_search.export import load_ensemble, register
 
-    out, _ = exported
+    out, sel = exported
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     exp = client.create_experiment("unit", artifact_location=(tmp_path / "art").as_uri())
-    run = client.create_run(exp)
-    got = register(out, uri, run.info.run_id, "unit-ensemble", log=lambda _: None)
+    parent = client.create_run(exp).info.run_id
+    val_row = {"set": "chosen (J)", "objective": 0.5, "coverage": 0.3, "diversity": 0.8,
+               "hv_share": 0.1, "random_privacy_mean": 0.3, "random_utility_mean": 0.7,
+               "random_ssim": 0.8, "members": "m0,m1"}
+    run_id = log_selection(dataclasses.replace(sel, tracking_uri=uri, experiment_id=exp,
+                                               parent_run_id=parent, val_table=[val_row]))
+    logged = client.get_run(run_id).data.metrics
+    by_method = {r["method"]: r for r in sel.test_table}
+    assert logged["test_ensemble_random_privacy_mean"] == pytest.approx(
+        by_method["ensemble (random)"]["privacy_mean"])
+    assert logged["test_ensemble_chain_privacy_mean"] == pytest.approx(
+        by_method["ensemble (chain)"]["privacy_mean"])
+    assert {"test_best_single_member_utility_mean", "test_noise_matched_sigma"} <= set(logged)
+    got = register(out, uri, run_id, "unit-ensemble", log=lambda _: None)
     assert got["uri"] == "models:/unit-ensemble@champion" and got["version"] == "1"
     assert str(client.get_model_version_by_alias("unit-ensemble", "champion").version) == "1"
     mlflow.set_tracking_uri(uri)
