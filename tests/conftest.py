@@ -80,14 +80,6 @@ def synth_files_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                        images_per_identity=4, size=32, seed=3)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """A real `mlflow server` process (mlflow/serve-local.sh) on 127.0.0.1; stopped after."""
@@ -96,7 +88,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     import time
     import urllib.request
 
-    port = _free_port()
+    from san_search.tracking import free_port
+
+    port = free_port(0)
     folder = tmp_path_factory.mktemp("mlflow-server")
     env = {**os.environ, "MLFLOW_PORT": str(port), "MLFLOW_DIR": str(folder),
            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}

@@ -22,6 +22,7 @@ import yaml
 
 from san_search.cli import build_parser, main
 from san_search.launch import LaunchError, make_plan, validate_cluster_config
+from san_search.tracking import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -159,14 +160,6 @@ def _stop_nodes(tag: str) -> None:
             time.sleep(0.2)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def two_nodes() -> Iterator[tuple[str, dict[str, str]]]:
     """A Ray head and a second node (separate `ray start` processes), 1 CPU and one
@@ -174,7 +167,7 @@ def two_nodes() -> Iterator[tuple[str, dict[str, str]]]:
     temp = tempfile.mkdtemp(prefix="sanray-", dir="/tmp")  # short: Ray's socket paths
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
-    port = _free_port()
+    port = free_port(0)
     common = ["--num-cpus", "1", "--resources", json.dumps({"trial_slot": 1}),
               "--memory", str(4 * 1024**3), "--object-store-memory", str(200 * 1024**2),
               "--temp-dir", temp, "--node-ip-address", "127.0.0.1"]
@@ -282,7 +275,7 @@ def test_launch_runs_up_tunnel_and_submit_in_order(tmp_path: Path,
 
     bin_dir, calls = _fake_ray(tmp_path, up_status=0)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    port = _free_port()
+    port = free_port(0)
     plan = make_plan(REPO / "cluster.yaml", "default", "/d", "/z", storage="s3://b/s",
                      name="run1", port=port)
     assert run_plan(plan, log=lambda _: None) == 0
@@ -300,7 +293,7 @@ def test_launch_stops_when_ray_up_fails(tmp_path: Path, monkeypatch: pytest.Monk
     bin_dir, calls = _fake_ray(tmp_path, up_status=3)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     plan = make_plan(REPO / "cluster.yaml", "default", "/d", "/z", storage="s3://b/s",
-                     name="run2", port=_free_port())
+                     name="run2", port=free_port(0))
     with pytest.raises(LaunchError, match="`ray up` failed"):
         run_plan(plan, log=lambda _: None)
     assert calls.read_text().split() == ["up", "-y", str(REPO / "cluster.yaml")]
