@@ -24,7 +24,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_efficiency import SYNTHETIC_SPACE, synthetic_problem  # noqa: E402
 
-from san_search import search  # noqa: E402
+from san_search import search, tracking  # noqa: E402
 
 
 def main() -> None:
@@ -60,7 +60,7 @@ def main() -> None:
         summary = search.start(path, data, zoo, out=out / "runs", name="overhead",
                                tracking_uri=uri, experiment="overhead", log=lambda _: None)
         client = MlflowClient(uri)
-        runs = search.children(uri, client.get_experiment_by_name("overhead").experiment_id,
+        runs = tracking.child_runs(uri, client.get_experiment_by_name("overhead").experiment_id,
                                summary["parent_run_id"])
         print(f"{'trial':<10} {'wall s':>7} {'train s':>8} {'eval s':>7} {'other s':>8} "
               f"{'outside train':>13} {'final curve s':>13}")

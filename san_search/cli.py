@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from san_search import __version__
+from san_search import __version__, shipped
 from san_search.errors import SanSearchError
 
 
@@ -70,7 +70,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _default_zoo_yaml() -> str:
-    return str(Path(__file__).parent / "zoos" / "default.yaml")
+    return str(shipped.zoo_spec("default"))
 
 
 def cmd_zoo_train(args: argparse.Namespace) -> int:
@@ -142,18 +142,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _space_path(text: str) -> Path:
     """A search-space file, or the name of a shipped one (default, paper, cpu32, smoke)."""
-    from san_search.search import list_shipped_spaces
-
     path = Path(text)
     if path.is_file() or path.suffix in (".yaml", ".yml"):
         return path
-    shipped = {p.stem: p for p in list_shipped_spaces()}
-    if text in shipped:
-        return shipped[text]
-    from san_search.config import ConfigError
-
-    raise ConfigError(f"search space {text!r}: no such file, and not a shipped space "
-                      f"({', '.join(shipped) or 'none found'})")
+    return shipped.space(text)  # says "no such file, and not a shipped space (...)"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -345,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, help="prepared dataset folder")
     t.add_argument("--zoo", required=True, help="zoo folder (aux models for training, val "
                    "models for scoring)")
-    t.add_argument("--config", default=str(Path(__file__).parent / "candidates" / "default.yaml"),
+    t.add_argument("--config", default=str(shipped.candidate("default")),
                    help="candidate YAML (default: the built-in default candidate)")
     t.add_argument("--out", default="runs/train", help="Ray Train storage for checkpoints "
                    "(runs/train)")

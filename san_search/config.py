@@ -15,13 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from san_search.errors import SanSearchError
+from san_search.errors import ConfigError
 
 T = TypeVar("T")
 
-
-class ConfigError(SanSearchError):
-    """A settings file or mapping with a bad key or value."""
 
 
 def read_yaml(path: str | Path) -> Any:

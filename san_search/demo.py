@@ -23,23 +23,19 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from san_search.errors import SanSearchError
+from san_search import shipped
+from san_search.console import Log
+from san_search.errors import DemoError
 
-Log = Callable[[str], None]
-
-DEMO_SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "demo.yaml"
-DEMO_ZOO = Path(__file__).resolve().parent / "zoos" / "demo.yaml"
+DEMO_SPACE = shipped.SPACES / "demo.yaml"
+DEMO_ZOO = shipped.zoo_spec("demo")
 SAMPLES = 8
 
-
-class DemoError(SanSearchError):
-    """The demo cannot run as asked."""
 
 
 def _step(log: Log, n: int, title: str, t0: float) -> None:

@@ -37,19 +37,17 @@ from typing import Any
 
 import numpy as np
 
-from san_search.errors import SanSearchError
+from san_search.atomic import write_atomic
+from san_search.console import Log
+from san_search.errors import EnsembleError
 from san_search.pareto import front_mask, hypervolume, hypervolume_contributions
 
-Log = Callable[[str], None]
 # MLflow draws a progress bar per downloaded artefact: noise in a CLI that downloads many.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 EXHAUSTIVE_LIMIT = 20_000
 DISTANCE_IMAGES = 512  # val images the pairwise output distances are measured on
 SELECTION_FILE = "selection.json"
 
-
-class EnsembleError(SanSearchError):
-    """An ensemble that cannot be selected, exported or loaded."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,20 +175,21 @@ def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Cand
     (downloaded from its MLflow child run into <folder>/ensemble/candidates/)."""
     import mlflow
     from san_search import tracking
-    from san_search.search import FINALIZED_TAG, TRIAL_TAG, SearchRecord, _client, children
+    from san_search.search import SearchRecord
     from san_search.search_space import load_search_space
+    from san_search.tracking import FINALIZED_TAG, TRIAL_TAG, child_runs, client_for
 
     record = SearchRecord.load(folder)
     space = load_search_space(folder / "space.yaml", record.overrides)
     tracking.check_reachable(record.tracking_uri)
-    client = _client(record.tracking_uri)
+    client = client_for(record.tracking_uri)
     parent = client.get_run(record.parent_run_id)
     if parent.info.status == "RUNNING":
         log(f"note: search {record.name} is still running; selecting from the trials "
             "finished so far")
     cache = folder / "ensemble" / "candidates"
     out: list[Candidate] = []
-    for run in children(record.tracking_uri, record.experiment_id, record.parent_run_id):
+    for run in child_runs(record.tracking_uri, record.experiment_id, record.parent_run_id):
         if run.info.status != "FINISHED" or run.data.tags.get(FINALIZED_TAG) != "1":
             continue
         if run.data.tags.get("san_search.kind") == "ensemble":
@@ -307,9 +306,7 @@ class Selection:
     def save(self, folder: Path) -> Path:
         path = folder / "ensemble" / SELECTION_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2, default=_plain))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(dataclasses.asdict(self), indent=2, default=_plain))
         return path
 
     @classmethod
@@ -539,10 +536,9 @@ def log_selection(sel: Selection) -> str:
     import matplotlib.pyplot as plt
     from mlflow.entities import Metric, Param
 
-    from san_search.search import SEARCH_TAG, _client
-    from san_search.tracking import replace_table
+    from san_search.tracking import SEARCH_TAG, client_for, replace_table
 
-    client = _client(sel.tracking_uri)
+    client = client_for(sel.tracking_uri)
     run = client.create_run(sel.experiment_id, run_name=f"{sel.search}-ensemble", tags={
         "mlflow.parentRunId": sel.parent_run_id, "san_search.kind": "ensemble",
         SEARCH_TAG: sel.search, "data_fingerprint": sel.data_fingerprint})

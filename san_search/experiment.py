@@ -10,13 +10,13 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from san_search.config import CandidateConfig
+from san_search.console import Log
 from san_search.data import open_dataset
 from san_search.evaluate import (
     PoolScorer,
@@ -29,7 +29,6 @@ from san_search.evaluate import (
 from san_search.train import check_candidate, fit, load_san
 from san_search.zoo import open_zoo
 
-Log = Callable[[str], None]
 CURVE_COLUMNS = ("alpha", "privacy_mean", "privacy_min", "error_mean", "utility_mean",
                  "utility_min", "ssim")
 

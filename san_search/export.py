@@ -26,17 +26,16 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from san_search import __version__
+from san_search.console import Log
 from san_search.ensemble import EnsembleError, Selection, format_rows, trade_off_figure
 from san_search.runtime import BACKENDS, EnsembleRuntime
 
-Log = Callable[[str], None]
 MANIFEST = "manifest.json"
 FORMAT = "san-search-ensemble/1"
 ONNX_TOLERANCE = 1e-3  # max abs difference allowed between ONNX Runtime and PyTorch

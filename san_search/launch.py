@@ -32,14 +32,12 @@ from typing import Any
 
 import yaml
 
-from san_search.errors import SanSearchError
+from san_search import shipped
+from san_search.errors import LaunchError
 
 REPO = Path(__file__).resolve().parents[1]
 REMOTE_REPO = "~/san-search"
 
-
-class LaunchError(SanSearchError):
-    """The cluster or the search cannot be launched as asked."""
 
 
 def validate_cluster_config(path: str | Path) -> dict[str, Any]:
@@ -89,11 +87,11 @@ def remote_space(space: str) -> str:
 
     path = Path(space)
     if not path.suffix and not path.is_file():
-        shipped = {p.stem for p in (REPO / "search_spaces").glob("*.yaml")}
-        if space not in shipped:
+        names = {p.stem: p for p in shipped.spaces()}
+        if space not in names:
             raise LaunchError(f"--space {space!r}: no such file, and not a shipped space "
-                              f"({', '.join(sorted(shipped))})")
-        load_search_space(REPO / "search_spaces" / f"{space}.yaml")
+                              f"({', '.join(sorted(names))})")
+        load_search_space(names[space])
         return space
     if not path.is_file():
         raise LaunchError(f"--space {space}: no such file")

@@ -31,6 +31,7 @@ import numpy as np
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
+from san_search.atomic import write_atomic
 from san_search.pareto import oriented, preference_order
 
 
@@ -72,12 +73,10 @@ class Rungs:
     def _save(self) -> None:
         if not self.state_file:
             return
-        tmp = self.state_file + ".tmp"
-        Path(tmp).write_text(json.dumps({
+        write_atomic(self.state_file, json.dumps({
             "rungs": self.rungs, "eta": self.eta,
             "records": {str(k): v for k, v in self.records.items()},
             "decisions": self.decisions}))
-        os.replace(tmp, self.state_file)
 
     def decide(self, trial_id: str, t: int, result: dict[str, Any]) -> str:
         """CONTINUE or STOP for a trial reporting epoch `t`. Asked again for the same trial

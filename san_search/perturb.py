@@ -9,7 +9,7 @@ a temporary name and renamed, so an interrupted run leaves only whole files.
 
 from __future__ import annotations
 
-import os
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from san_search.atomic import write_atomic
 from san_search.ensemble import EnsembleError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
@@ -85,10 +86,10 @@ def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, 
             for p, img in zip(batch, y, strict=True):
                 dst = out / p.relative_to(root).with_suffix(".png")
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+                png = io.BytesIO()
                 Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(
-                    tmp, format="PNG")
-                tmp.replace(dst)
+                    png, format="PNG")
+                write_atomic(dst, png.getvalue())
                 report.written.append(dst)
         done = min(start + CHUNK, len(files))
         rate = len(report.written) / max(time.perf_counter() - t0, 1e-9)

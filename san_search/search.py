@@ -31,7 +31,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,25 @@ import numpy as np
 from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
+from san_search.atomic import write_atomic
 from san_search.config import ConfigError
-from san_search.errors import SanSearchError
+from san_search.console import Log
+from san_search.errors import SearchError
 from san_search.pareto import front_mask, hypervolume, oriented
 from san_search.search_space import SearchSpace, load_search_space
-from san_search.tracking import replace_table
+from san_search.tracking import (
+    FINALIZED_TAG,
+    SEARCH_TAG,
+    TRIAL_TAG,
+    child_runs,
+    client_for,
+    find_child,
+    replace_table,
+)
 
-Log = Callable[[str], None]
 SEARCH_FILE = "search.json"
 SPACE_FILE = "space.yaml"
 BASELINES_FILE = "baselines.json"
-TRIAL_TAG = "san_search.trial_id"
-SEARCH_TAG = "san_search.search"
-FINALIZED_TAG = "san_search.finalized"
 TRIAL_MEMORY = 64 * 1024 * 1024  # bytes reserved for a trial's driver function
 # Tune saves its experiment state (trials and the Optuna study) at most this often; a
 # SIGKILLed driver loses at most this much bookkeeping.
@@ -64,9 +69,6 @@ os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
 # with the resume command (Tune's own handler would return as if the search had finished).
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
-
-class SearchError(SanSearchError):
-    """A search that cannot start or resume."""
 
 
 @dataclasses.dataclass
@@ -92,10 +94,8 @@ class SearchRecord:
         return self.storage or self.folder
 
     def save(self) -> None:
-        path = Path(self.folder) / SEARCH_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
-        os.replace(tmp, path)
+        write_atomic(Path(self.folder) / SEARCH_FILE,
+                     json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
     def load(cls, folder: Path) -> SearchRecord:
@@ -133,30 +133,6 @@ class ConstrainedOptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result=result, error=error)
 
 
-# ------------------------------------------------------------------ MLflow helpers
-
-def _client(uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
-
-
-def find_child(client: Any, experiment_id: str, parent_run_id: str, trial_id: str) -> Any:
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
-                      f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        max_results=5)
-    return runs[0] if runs else None
-
-
-def children(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
-    client = _client(uri)
-    return list(client.search_runs(
-        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-        max_results=10000))
-
-
 def _trial_number(trial_id: str) -> str:
     """Tune's trial id (8 hex digits), the label in tables and child run names."""
     return trial_id
@@ -177,7 +153,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     trial_id = ctx.get_trial_id()
     cfg = space.candidate(config)
     params = {k: str(v) for k, v in cfg.as_params().items()}
-    client = _client(settings["tracking_uri"])
+    client = client_for(settings["tracking_uri"])
     run = find_child(client, settings["experiment_id"], settings["parent_run_id"], trial_id)
     if run is not None and any(run.data.params.get(k) != v for k, v in params.items()):
         # A child created just before the driver was killed, for a trial the restored search
@@ -217,7 +193,7 @@ def finalize_trial(settings: dict[str, Any], trial_id: str, checkpoint: str, epo
     import mlflow
     from san_search.experiment import final_evaluation, log_candidate_artifacts
 
-    client = _client(settings["tracking_uri"])
+    client = client_for(settings["tracking_uri"])
     run = find_child(client, settings["experiment_id"], settings["parent_run_id"], trial_id)
     if run is None:
         return {"trial_id": trial_id, "error": "no child run"}
@@ -352,7 +328,7 @@ class SearchCallback(Callback):
     def _reconcile(self, trials: list[Any]) -> None:
         """After a resume: trials that completed before the driver died but whose
         final evaluation never reached MLflow get it now."""
-        client = _client(self.settings["tracking_uri"])
+        client = client_for(self.settings["tracking_uri"])
         for t in trials:
             if t.status != "TERMINATED":
                 continue
@@ -362,7 +338,7 @@ class SearchCallback(Callback):
                 self._finalize(t)
 
     def _mark_failed(self, trial: Any) -> None:
-        client = _client(self.settings["tracking_uri"])
+        client = client_for(self.settings["tracking_uri"])
         run = find_child(client, self.settings["experiment_id"],
                          self.settings["parent_run_id"], trial.trial_id)
         if run is None or run.info.status == "FAILED":
@@ -491,10 +467,10 @@ def refresh_parent(settings: dict[str, Any], rows: list[dict[str, Any]]) -> None
     import matplotlib.pyplot as plt
 
     space: SearchSpace = settings["space"]
-    client = _client(settings["tracking_uri"])
+    client = client_for(settings["tracking_uri"])
     parent = settings["parent_run_id"]
     child = {r.data.tags.get(TRIAL_TAG): r.info.run_id
-             for r in children(settings["tracking_uri"], settings["experiment_id"], parent)}
+             for r in child_runs(settings["tracking_uri"], settings["experiment_id"], parent)}
     columns = sorted({k for r in rows for k in r})
     table = {c: [_plain(r.get(c)) for r in rows] for c in columns}
     table["run_id"] = [child.get(r["trial_id"], "") for r in rows]
@@ -606,7 +582,7 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
         import ray
 
         _check_trial_fits(space, ray.cluster_resources())
-        client = _client(uri)
+        client = client_for(uri)
         parent = client.create_run(exp_id, run_name=name, tags={
             "san_search.kind": "search", SEARCH_TAG: name,
             "data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.data_fingerprint,
@@ -678,7 +654,7 @@ def resume(name: str, *, out: str | Path, ray_address: str | None = None,
         import ray
 
         _check_trial_fits(space, ray.cluster_resources())
-        _client(record.tracking_uri).update_run(record.parent_run_id, status="RUNNING")
+        client_for(record.tracking_uri).update_run(record.parent_run_id, status="RUNNING")
         log(f"resuming search {name} from {folder}")
         return _run(record, space, resume=True, log=log)
     finally:
@@ -710,7 +686,7 @@ def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) ->
         settings["rungs"] = rungs(space.scheduler.grace_epochs,
                                   space.scheduler.reduction_factor, space.budget.epochs)
     folder = Path(record.folder)
-    client = _client(record.tracking_uri)
+    client = client_for(record.tracking_uri)
     try:
         if space.scheduler.name == "mo_asha":
             board = start_board(settings["board"], space.metrics, space.modes,
@@ -743,7 +719,7 @@ def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) ->
         hint = f"san-search search --resume {record.name} --out {Path(record.folder).parent}"
         client.set_tag(record.parent_run_id, "resume", hint)
         client.set_terminated(record.parent_run_id, status="KILLED")
-        for run in children(record.tracking_uri, record.experiment_id, record.parent_run_id):
+        for run in child_runs(record.tracking_uri, record.experiment_id, record.parent_run_id):
             if run.info.status == "RUNNING":
                 client.set_terminated(run.info.run_id, status="KILLED")
         log(f"interrupted; continue with: {hint}")
@@ -780,11 +756,6 @@ class _TrialView:
     status: str
     last_result: dict[str, Any]
     config: dict[str, Any]
-
-
-def list_shipped_spaces() -> list[Path]:
-    root = Path(__file__).resolve().parents[1] / "search_spaces"
-    return sorted(root.glob("*.yaml"))
 
 
 def parse_overrides(trials: int | None, epochs: int | None, concurrency: int | None,

@@ -9,13 +9,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from san_search.errors import SanSearchError
+from san_search.errors import TrackingError
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+# Tags this tool sets on its runs (one spelling, read back by resume and selection).
+TRIAL_TAG = "san_search.trial_id"  # a candidate's Tune trial id
+SEARCH_TAG = "san_search.search"  # the search a run belongs to
+FINALIZED_TAG = "san_search.finalized"  # "1" once a candidate's final curve is logged
+KIND_TAG = "san_search.kind"  # search | candidate | ensemble | zoo
+# The MLflow UI opens an experiment of this kind on its training runs, not its GenAI view.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
-class TrackingError(SanSearchError):
-    """MLflow cannot be reached or used."""
 
 
 def resolve_tracking_uri(uri: str | None = None, workdir: str | Path | None = None) -> str:
@@ -77,8 +82,36 @@ def setup(uri: str | None, experiment: str) -> str:
                                           artifact_location=artifact_location(resolved, experiment))
     else:
         exp_id = exp.experiment_id
+    tags = mlflow.get_experiment(exp_id).tags
+    for k, v in EXPERIMENT_KIND.items():
+        if k not in tags:  # a kind the user chose in the UI stays
+            client_for(resolved).set_experiment_tag(exp_id, k, v)
     mlflow.set_experiment(experiment_id=exp_id)
     return str(exp_id)
+
+
+def client_for(uri: str) -> Any:
+    """An `MlflowClient` for the tracking URI (imported lazily: mlflow is slow to import)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def find_child(client: Any, experiment_id: str, parent_run_id: str, trial_id: str) -> Any:
+    """The child run of a search's parent run for one Tune trial, or None."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and "
+                      f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=5)
+    return runs[0] if runs else None
+
+
+def child_runs(uri: str, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every child run of a parent run (a search's candidates and ensembles)."""
+    return list(client_for(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        max_results=10000))
 
 
 def metric_key(*parts: str) -> str:

@@ -25,7 +25,7 @@ from torch import nn
 
 from san_search.config import CandidateConfig
 from san_search.data import open_dataset
-from san_search.errors import SanSearchError
+from san_search.errors import CandidateError, NonFiniteLoss
 from san_search.evaluate import PoolScorer, load_pool, san_transform
 from san_search.evaluators import as_float
 from san_search.losses import san_loss
@@ -36,9 +36,6 @@ WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "trainer.json"
 
-
-class CandidateError(SanSearchError):
-    """A candidate config that does not fit the zoo or the data."""
 
 
 def check_candidate(cfg: CandidateConfig, zoo: Zoo, image_size: int) -> None:
@@ -208,9 +205,6 @@ def load_san(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, Candid
     model.load_state_dict(load_file(str(folder / WEIGHTS), device=device))
     return model.eval(), cfg
 
-
-class NonFiniteLoss(SanSearchError):
-    """Training produced a NaN or infinite loss: retrying from a checkpoint would repeat it."""
 
 
 def _epoch_logger(config: dict[str, Any]) -> Callable[[dict[str, Any]], None]:

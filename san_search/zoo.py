@@ -14,9 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,21 +28,16 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from san_search import __version__
+from san_search.atomic import write_atomic
 from san_search.config import ROLES, ModelSpec, ZooSpec
+from san_search.console import Log
 from san_search.data import open_dataset
 from san_search.data.store import SplitView
-from san_search.errors import SanSearchError
+from san_search.errors import ZooError
 from san_search.evaluators import TorchGender, TorchMatcher, as_float
 from san_search.metrics import gender_scores, pair_verification
 from san_search.models import create
 from san_search.models.matchers import CosFace
-
-Log = Callable[[str], None]
-
-
-class ZooError(SanSearchError):
-    """A zoo that is inconsistent with its data, its roles or its files."""
-
 
 # ------------------------------------------------------------------ training
 
@@ -191,12 +184,6 @@ def _train_task(spec_dict: dict[str, Any], data: str) -> tuple[bytes, dict[str, 
 # ------------------------------------------------------------------ storage
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 @dataclass
 class Zoo:
     """An opened zoo folder: the index and each model's metadata."""
@@ -298,14 +285,14 @@ def _store(out: Path, weights: bytes, meta: dict[str, Any], data_path: str) -> N
     (out / "models").mkdir(parents=True, exist_ok=True)
     name = meta["name"]
     meta = {**meta, "weights_sha256": hashlib.sha256(weights).hexdigest()}
-    _write_atomic(out / "models" / f"{name}.safetensors", weights)
-    _write_atomic(out / "models" / f"{name}.json", json.dumps(meta, indent=2).encode())
+    write_atomic(out / "models" / f"{name}.safetensors", weights)
+    write_atomic(out / "models" / f"{name}.json", json.dumps(meta, indent=2).encode())
     index = out / "zoo.json"
     info = (json.loads(index.read_text()) if index.is_file()
             else {"data_fingerprint": meta["data_fingerprint"], "data_path": data_path,
                   "models": {}})
     info["models"][name] = {"kind": meta["kind"], "arch": meta["arch"], "role": meta["role"]}
-    _write_atomic(index, json.dumps(info, indent=2, sort_keys=True).encode())
+    write_atomic(index, json.dumps(info, indent=2, sort_keys=True).encode())
 
 
 def train_zoo(spec: ZooSpec, data: str | Path, out: str | Path, *,

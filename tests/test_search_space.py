@@ -270,7 +270,8 @@ def test_final_curve_false_ends_the_child_run_with_per_epoch_metrics_only(
         tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from san_search.search import FINALIZED_TAG, TRIAL_TAG, finalize_trial
+    from san_search.search import finalize_trial
+    from san_search.tracking import FINALIZED_TAG, TRIAL_TAG
 
     text = BASE.replace("budget: {trials: 4", "budget: {final_curve: false, trials: 4")
     space = load_search_space(_write(tmp_path, text))

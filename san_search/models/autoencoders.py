@@ -12,12 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from san_search.errors import SanSearchError
+from san_search.errors import ImageSizeError
 from san_search.models.registry import register
-
-
-class ImageSizeError(SanSearchError, ValueError):
-    """An image size the architecture cannot take."""
 
 
 def check_divisible(size: int, depth: int, name: str) -> None:

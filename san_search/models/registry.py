@@ -13,18 +13,12 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from san_search.errors import SanSearchError
+from san_search.errors import UnknownModelError
 
 KINDS = ("autoencoder", "gender", "matcher")
 _REGISTRY: dict[str, dict[str, Callable[..., nn.Module]]] = {k: {} for k in KINDS}
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
-
-class UnknownModelError(SanSearchError, KeyError):
-    """A model kind or name that is not registered."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 def _check_kind(kind: str) -> None:
