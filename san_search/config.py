@@ -202,6 +202,9 @@ def load_zoo_spec(path: str | Path) -> ZooSpec:
 # ------------------------------------------------------------------ one SAN candidate
 
 MATCHER_DISTANCES = ("mse", "cosine")
+# The one spelling of several names in one value (a SAN's auxiliary gender classifiers, a
+# subset parameter): "a+b" in MLflow params, Tune configs, JSON and the model card alike.
+LIST_SEP = "+"
 
 
 @dataclass(frozen=True)
@@ -254,16 +257,30 @@ class CandidateConfig:
             return {"depth": self.depth, "width": self.width, "skip": self.skip}
         return {}
 
-    def as_params(self) -> dict[str, Any]:
-        """Flat values for MLflow params and Tune configs."""
+    def to_dict(self) -> dict[str, Any]:
+        """The candidate's one serialised form (JSON, MLflow params, Tune and Ray Train
+        configs): flat values, `aux_gender` spelled "a+b"."""
         d = dataclasses.asdict(self)
-        d["aux_gender"] = ",".join(self.aux_gender)
+        d["aux_gender"] = LIST_SEP.join(self.aux_gender)
         return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "candidate") -> CandidateConfig:
+        """Inverse of `to_dict`, through the validating loader (errors name `where` and the
+        key). `aux_gender` may be "a+b" or a list (checkpoints written before 0.2)."""
+        aux = data.get("aux_gender")
+        if isinstance(aux, str):
+            data = {**data, "aux_gender": [a for a in aux.split(LIST_SEP) if a]}
+        return load_dataclass(cls, data, where)
+
+    def as_params(self) -> dict[str, str]:
+        """MLflow params: `to_dict` as text."""
+        return {k: str(v) for k, v in self.to_dict().items()}
 
 
 def load_candidate(path: str | Path) -> CandidateConfig:
     path = Path(path)
     data = read_yaml(path)
-    if isinstance(data, dict) and isinstance(data.get("aux_gender"), str):
-        data = {**data, "aux_gender": [data["aux_gender"]]}
-    return load_dataclass(CandidateConfig, data, str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of candidate keys")
+    return CandidateConfig.from_dict(data, str(path))

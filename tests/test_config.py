@@ -104,3 +104,16 @@ def test_candidate_bad_values(tmp_path: Path) -> None:
     p.write_text("w_gender: -1\n")
     with pytest.raises(ConfigError, match="key 'w_gender' must be >= 0, got -1.0"):
         load_candidate(p)
+
+
+def test_candidate_round_trips_through_its_one_serialised_form() -> None:
+    from san_search.config import CandidateConfig
+
+    cfg = CandidateConfig(aux_gender=("g_a", "g_b"), width=8, lr=3e-4)
+    d = cfg.to_dict()
+    assert d["aux_gender"] == "g_a+g_b"
+    assert cfg.as_params()["aux_gender"] == "g_a+g_b"
+    assert CandidateConfig.from_dict(d) == cfg
+    assert CandidateConfig.from_dict({**d, "aux_gender": ["g_a", "g_b"]}) == cfg  # old JSON
+    with pytest.raises(ConfigError, match=r"ckpt: unknown key 'learning_rate'"):
+        CandidateConfig.from_dict({**d, "learning_rate": 0.1}, "ckpt")
