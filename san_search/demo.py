@@ -24,13 +24,16 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from san_search import shipped
 from san_search.console import Log
 from san_search.errors import DemoError
+
+if TYPE_CHECKING:
+    from san_search.data import PreparedDataset
 
 DEMO_SPACE = shipped.SPACES / "demo.yaml"
 DEMO_ZOO = shipped.zoo_spec("demo")
@@ -99,6 +102,24 @@ def resolve_tracking(uri: str | None, folder: Path, log: Log) -> tuple[str, dict
     return str(info["uri"]), {**info, "configured": False}
 
 
+def demo_data(data: str | Path | None, out: Path, log: Log) -> tuple[Path, PreparedDataset]:
+    """The given prepared dataset, else the synthetic faces in `<out>/data` (made once)."""
+    from san_search.data import BuildOptions, open_dataset, synth
+
+    if data is None:
+        data = out / "data"
+        if (data / "dataset.json").is_file():
+            log(f"reusing the synthetic faces in {data}")
+        else:
+            synth(data, identities=120, images_per_identity=8, size=32,
+                  options=BuildOptions(pairs=300))
+            log(f"synthetic faces written to {data} (a stand-in for real faces)")
+    data = Path(data).absolute()
+    ds = open_dataset(data)
+    log(f"dataset {data}: {ds.size} px, fingerprint {ds.fingerprint[:12]}")
+    return data, ds
+
+
 def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
              trials: int | None = None, tracking_uri: str | None = None,
              gpus_per_trial: float | None = None, size: int = 3,
@@ -106,7 +127,6 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     """Run every step; returns the summary (also written next to the outputs)."""
     from san_search import search
     from san_search.config import load_zoo_spec
-    from san_search.data import BuildOptions, open_dataset, synth
     from san_search.ensemble import select
     from san_search.export import export_ensemble, register
     from san_search.perturb import perturb_files
@@ -126,17 +146,7 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     log(f"MLflow UI: {uri}")
 
     _step(log, 1, "data", t0)
-    if data is None:
-        data = out / "data"
-        if (data / "dataset.json").is_file():
-            log(f"reusing the synthetic faces in {data}")
-        else:
-            synth(data, identities=120, images_per_identity=8, size=32,
-                  options=BuildOptions(pairs=300))
-            log(f"synthetic faces written to {data} (a stand-in for real faces)")
-    data = Path(data).absolute()
-    ds = open_dataset(data)
-    log(f"dataset {data}: {ds.size} px, fingerprint {ds.fingerprint[:12]}")
+    data, ds = demo_data(data, out, log)
 
     _step(log, 2, "zoo (zoos/demo.yaml: aux, val and test models)", t0)
     zoo_dir = out / "zoo" if data == (out / "data").absolute() else \

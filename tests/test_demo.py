@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from san_search import tracking
 from san_search.cli import main
-from san_search.demo import DemoError, resolve_tracking, run_demo, write_samples
+from san_search.demo import DemoError, demo_data, resolve_tracking, run_demo, write_samples
 
 
 def _stop(pid: int) -> None:
@@ -46,6 +47,19 @@ def test_write_samples_alternates_genders_and_keeps_the_pixels(problem: tuple[Pa
     for f, i in zip(files, idx, strict=True):
         assert np.array_equal(np.asarray(Image.open(f)), test.images[i])
 
+
+def test_demo_data_takes_the_given_dataset_or_reuses_its_synthetic_faces(
+        problem: tuple[Path, Path], tmp_path: Path) -> None:
+    data, _ = problem
+    lines: list[str] = []
+    path, ds = demo_data(str(data), tmp_path, lines.append)
+    assert path == data.absolute() and ds.fingerprint
+    assert lines == [f"dataset {path}: {ds.size} px, fingerprint {ds.fingerprint[:12]}"]
+    shutil.copytree(data, tmp_path / "data")
+    lines.clear()
+    path, again = demo_data(None, tmp_path, lines.append)
+    assert path == (tmp_path / "data").absolute() and again.fingerprint == ds.fingerprint
+    assert lines[0] == f"reusing the synthetic faces in {tmp_path / 'data'}"
 
 def test_a_configured_but_unreachable_server_fails_in_seconds(tmp_path: Path) -> None:
     t0 = time.monotonic()

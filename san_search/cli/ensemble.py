@@ -1,0 +1,113 @@
+"""`san-search ensemble select`, `ensemble export` and `perturb`: choose, ship and apply an
+ensemble of SAN candidates."""
+
+from __future__ import annotations
+
+import argparse
+
+from san_search.cli.options import Subparsers
+
+
+def add_ensemble_select(sub: Subparsers) -> None:
+    es = sub.add_parser(
+        "select", help="pick K members from a finished search",
+        description="Pick K members among a search's finished candidates that meet its "
+        "constraints and --min-utility, maximising coverage of the val gender classifiers "
+        "(each counts the member that fools it best) + diversity + hypervolume contribution; "
+        "compare with top-K by privacy and K random from the front on the val pool; then "
+        "score both policies on the test pool. Recorded in <search>/ensemble/selection.json "
+        "and an MLflow `ensemble` run under the search's parent run.")
+    es.add_argument("--search", required=True, help="search name (or a search folder)")
+    es.add_argument("--search-dir", default="runs/search",
+                    help="where searches live: the search command's --out (runs/search)")
+    es.add_argument("--size", type=int, required=True, help="ensemble size K")
+    es.add_argument("--min-utility", type=float, default=0.5,
+                    help="minimum val utility of every member (0.5)")
+    es.add_argument("--diversity-weight", type=float, default=0.2, help="weight of output "
+                    "diversity in the objective (0.2)")
+    es.add_argument("--hv-weight", type=float, default=0.2, help="weight of the hypervolume "
+                    "contribution in the objective (0.2)")
+    es.add_argument("--policy", choices=["random", "chain"], default="random",
+                    help="the export's default policy (random)")
+    es.add_argument("--seed", type=int, default=0, help="seed of the random policy and of "
+                    "'K random from the front' (0)")
+    es.add_argument("--no-third-party", action="store_true",
+                    help="leave dlib and the ONNX gender model out of the test pool")
+    es.set_defaults(func=cmd_ensemble_select)
+
+
+def cmd_ensemble_select(args: argparse.Namespace) -> int:
+    from san_search.ensemble import Weights, select
+
+    select(args.search, search_dir=args.search_dir, size=args.size,
+           min_utility=args.min_utility,
+           weights=Weights(args.diversity_weight, args.hv_weight), seed=args.seed,
+           policy=args.policy, third_party=not args.no_third_party)
+    return 0
+
+
+def add_ensemble_export(sub: Subparsers) -> None:
+    ee = sub.add_parser(
+        "export", help="write the chosen ensemble as a verified folder and register it",
+        description="Write manifest.json (SHA-256 of every file), safetensors weights, one "
+        "ONNX file per member (checked against PyTorch), the gender predictor, prototypes "
+        "and a model card; then log it as an MLflow pyfunc model, register it and set an "
+        "alias.")
+    ee.add_argument("--search", required=True, help="search name (or a search folder)")
+    ee.add_argument("--search-dir", default="runs/search",
+                    help="where searches live: the search command's --out (runs/search)")
+    ee.add_argument("--out", required=True, help="export folder (must not exist)")
+    ee.add_argument("--policy", choices=["random", "chain"], default=None,
+                    help="default policy (the one chosen at select)")
+    ee.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    ee.add_argument("--registered-name", default="san-search-ensemble",
+                    help="MLflow registered model name (san-search-ensemble)")
+    ee.add_argument("--alias", default="champion", help="alias of the new version (champion)")
+    ee.add_argument("--no-register", action="store_true",
+                    help="only write the folder (no MLflow model)")
+    ee.set_defaults(func=cmd_ensemble_export)
+
+
+def cmd_ensemble_export(args: argparse.Namespace) -> int:
+    from san_search import tracking
+    from san_search.ensemble import Selection, search_folder
+    from san_search.export import export_ensemble, register
+
+    sel = Selection.load(search_folder(args.search, args.search_dir))
+    if not args.no_register:  # fail fast, before exporting
+        tracking.check_reachable(sel.tracking_uri)
+    out = export_ensemble(sel, args.out, policy=args.policy, overwrite=args.overwrite)
+    if not args.no_register:
+        register(out, sel.tracking_uri, sel.ensemble_run_id, args.registered_name, args.alias)
+    print(f"model card: {out / 'README.md'}")
+    return 0
+
+
+def add_perturb(sub: Subparsers) -> None:
+    pt = sub.add_parser(
+        "perturb", help="apply an exported ensemble to images",
+        description="Preprocess each image as `data prepare` did for the ensemble's data, "
+        "perturb it, and write a PNG under --output (same relative path). Unreadable "
+        "images are reported and skipped.")
+    pt.add_argument("--ensemble", required=True, help="export folder")
+    pt.add_argument("--input", required=True, help="an image file or a folder of images")
+    pt.add_argument("--output", required=True, help="output folder (empty or new)")
+    pt.add_argument("--policy", choices=["random", "chain"], default=None,
+                    help="override the ensemble's policy")
+    pt.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                    help="PyTorch or ONNX Runtime (torch)")
+    pt.add_argument("--overwrite", action="store_true", help="allow a non-empty --output")
+    pt.set_defaults(func=cmd_perturb)
+
+
+def cmd_perturb(args: argparse.Namespace) -> int:
+    from san_search.perturb import perturb_files
+
+    rep = perturb_files(args.ensemble, args.input, args.output, policy=args.policy,
+                        backend=args.backend, overwrite=args.overwrite)
+    rate = len(rep.written) / rep.seconds if rep.seconds > 0 else 0.0
+    print(f"wrote {len(rep.written)} PNG(s) to {args.output} in {rep.seconds:.1f} s "
+          f"({rate:.0f} images/s); skipped {len(rep.skipped)}")
+    for path, why in rep.skipped:
+        print(f"  skipped {path}: {why}")
+    return 0
