@@ -1,7 +1,8 @@
 # The two commands of the README, each doing all the set-up it needs:
 #   make demo   the main job on an embedded default
 #   make test   lint, types and the test suite (what CI runs, via .ci/run)
-# The virtual environment is created on first use and rebuilt when pyproject.toml changes.
+# The virtual environment is created on first use and rebuilt when pyproject.toml or setup.py
+# changes.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -14,7 +15,7 @@ EXTRAS ?= dev,evaluators
 
 .PHONY: install demo test lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@# (pip's "Location ... is ignored" warnings, from some machines' pip config, are noise)
 	$(BIN)/python -m pip install -q -e '.[$(EXTRAS)]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
