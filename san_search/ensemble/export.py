@@ -64,6 +64,7 @@ PYFUNC_CODE = Path(__file__).resolve().parents[1] / "pyfunc_model.py"
 
 
 def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

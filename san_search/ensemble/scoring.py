@@ -36,6 +36,8 @@ ENSEMBLE_KIND = "ensemble"  # the KIND_TAG of an ensemble run (not a candidate)
 
 @dataclasses.dataclass
 class Candidate:
+    """A finished, finalised trial of the search and its downloaded weights."""
+
     name: str  # the trial id
     run_id: str
     checkpoint: Path  # local folder: model.safetensors + trainer.json
@@ -103,6 +105,8 @@ def torch_runtime(checkpoints: Sequence[Path], zoo: Any, predictor: str,
 
 @dataclasses.dataclass
 class ValScores:
+    """The val pool's view of the candidates, in the order they were given."""
+
     names: list[str]
     classifiers: list[str]  # the val gender classifiers
     privacy: np.ndarray  # (n, C)

@@ -195,6 +195,8 @@ def onnx_gender(onnx_bytes: bytes, threads: int | None = None) -> GenderFn:
 
 @dataclass
 class LoadedEnsemble:
+    """An export folder, verified and loaded: its manifest and a ready runtime."""
+
     path: Path
     manifest: dict[str, Any]
     runtime: EnsembleRuntime
