@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from san_search.export import load_ensemble
+from san_search.ensemble.serving import load_ensemble
 
 
 def rate(runtime, x: np.ndarray, policy: str, repeats: int) -> float:  # type: ignore[no-untyped-def]

@@ -127,8 +127,8 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     """Run every step; returns the summary (also written next to the outputs)."""
     from san_search import search
     from san_search.config import load_zoo_spec
-    from san_search.ensemble import select
-    from san_search.export import export_ensemble, register
+    from san_search.ensemble.export import export_ensemble, register
+    from san_search.ensemble.orchestration import select
     from san_search.perturb import perturb_files
     from san_search.zoo import train_zoo
 
@@ -211,7 +211,7 @@ def _throughput(rows: list[dict[str, Any]]) -> float | None:
 
 
 def format_summary(r: dict[str, Any]) -> str:
-    from san_search.ensemble import format_rows
+    from san_search.ensemble.orchestration import format_rows
     from san_search.search import format_table
 
     sel = r["selection"]

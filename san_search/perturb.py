@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from san_search.atomic import write_atomic
-from san_search.ensemble import EnsembleError
+from san_search.errors import EnsembleError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
                   ".ppm"}
@@ -55,7 +55,7 @@ def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, 
                   policy: str | None = None, backend: str = "torch", overwrite: bool = False,
                   progress: Callable[[str], None] = stderr) -> PerturbReport:
     from san_search.data.preprocess import Settings, decode_file
-    from san_search.export import load_ensemble
+    from san_search.ensemble.serving import load_ensemble
 
     ens = load_ensemble(ensemble, backend, policy)  # verifies hashes first
     root, files = list_inputs(Path(source))

@@ -16,14 +16,14 @@ import mlflow
 
 class SanEnsembleModel(PythonModel):
     def load_context(self, context: Any) -> None:
-        from san_search.export import load_ensemble
+        from san_search.ensemble.serving import load_ensemble
 
         self.folder = context.artifacts["ensemble"]
         self.loaded = {"torch": load_ensemble(self.folder, "torch")}  # verifies every hash
 
     def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None
                 ) -> np.ndarray:
-        from san_search.export import load_ensemble
+        from san_search.ensemble.serving import load_ensemble
 
         params = params or {}
         backend = params.get("backend") or "torch"

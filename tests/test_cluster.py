@@ -197,7 +197,7 @@ def test_search_runs_trials_on_two_ray_nodes_and_exports(
         tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    from san_search.export import load_ensemble
+    from san_search.ensemble.serving import load_ensemble
 
     address, env = two_nodes
     nodes = _node_ids(address, env)

@@ -100,7 +100,7 @@ def test_demo_end_to_end_on_a_tiny_dataset(problem: tuple[Path, Path], tmp_path:
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient
 
-    from san_search.export import load_ensemble
+    from san_search.ensemble.serving import load_ensemble
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     data, _ = problem

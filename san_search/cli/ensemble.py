@@ -37,7 +37,8 @@ def add_ensemble_select(sub: Subparsers) -> None:
 
 
 def cmd_ensemble_select(args: argparse.Namespace) -> int:
-    from san_search.ensemble import Weights, select
+    from san_search.ensemble.orchestration import select
+    from san_search.ensemble.selection import Weights
 
     select(args.search, search_dir=args.search_dir, size=args.size,
            min_utility=args.min_utility,
@@ -70,8 +71,8 @@ def add_ensemble_export(sub: Subparsers) -> None:
 
 def cmd_ensemble_export(args: argparse.Namespace) -> int:
     from san_search import tracking
-    from san_search.ensemble import Selection, search_folder
-    from san_search.export import export_ensemble, register
+    from san_search.ensemble.export import export_ensemble, register
+    from san_search.ensemble.orchestration import Selection, search_folder
 
     sel = Selection.load(search_folder(args.search, args.search_dir))
     if not args.no_register:  # fail fast, before exporting

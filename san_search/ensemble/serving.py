@@ -1,4 +1,6 @@
-"""Running an ensemble of SANs on images: the two serving policies and the two backends.
+"""Serving an exported ensemble: the verified loader of an export folder and the runtime
+that applies the members to images. `perturb` and the MLflow pyfunc model import this module
+alone (nothing of the selection, MLflow or Ray).
 
 Policies (one name each, the same in the CLI, the manifest and MLflow):
   random  each image goes through one member, chosen by a seeded SHA-256 of the image's
@@ -11,22 +13,33 @@ predictor (an auxiliary classifier exported with it) decides, on the original im
 member of a chain uses that same decision.
 
 Backends: `torch` modules or ONNX Runtime sessions behind the same two callables, so policies
-and preprocessing are shared. Nothing here touches MLflow or Ray.
+and preprocessing are shared.
+
+Loading (`load_ensemble`) checks every file listed in the manifest against its SHA-256 before
+reading it and refuses a changed or missing one. Only JSON, safetensors and ONNX are read:
+nothing is unpickled. The folder's layout is described in `san_search.ensemble.export`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from san_search.errors import EnsembleError
 from san_search.evaluators import as_float
 
 POLICIES = ("random", "chain")
 BACKENDS = ("torch", "onnx")
 BATCH = 256
+MANIFEST = "manifest.json"
+FORMAT = "san-search-ensemble/1"
+PROTOTYPES = "prototypes.safetensors"
 
 # (x, proto_same, proto_opp), each (B, 1, S, S) float32 -> the privacy output (B, 1, S, S)
 MemberFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -176,3 +189,89 @@ def onnx_gender(onnx_bytes: bytes, threads: int | None = None) -> GenderFn:
         return (e[:, 1] / e.sum(axis=1)).astype(np.float32)
 
     return run
+
+
+# ------------------------------------------------------------------ an export folder
+
+@dataclass
+class LoadedEnsemble:
+    """An export folder, verified and loaded: its manifest and a ready runtime."""
+
+    path: Path
+    manifest: dict[str, Any]
+    runtime: EnsembleRuntime
+
+    @property
+    def image_size(self) -> int:
+        return int(self.manifest["preprocessing"]["size"])
+
+
+def read_verified(folder: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The manifest and the bytes of every file it lists, each checked against its SHA-256."""
+    folder = Path(folder)
+    mpath = folder / MANIFEST
+    if not mpath.is_file():
+        raise EnsembleError(f"{folder} is not an exported ensemble ({MANIFEST} missing)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as exc:
+        raise EnsembleError(f"{mpath}: not valid JSON ({exc})") from None
+    if manifest.get("format") != FORMAT:
+        raise EnsembleError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    blobs = {}
+    for rel, digest in manifest["files"].items():
+        p = folder / rel
+        if not p.is_file():
+            raise EnsembleError(f"{p}: listed in {MANIFEST} but missing; refusing to load")
+        raw = p.read_bytes()
+        if hashlib.sha256(raw).hexdigest() != digest:
+            raise EnsembleError(f"{p}: SHA-256 does not match {MANIFEST} (the file changed "
+                                "after export); refusing to load")
+        blobs[rel] = raw
+    return manifest, blobs
+
+
+def _onnx_parts(manifest: dict[str, Any], blobs: dict[str, bytes], threads: int | None
+                ) -> tuple[list[MemberFn], GenderFn]:
+    members = [onnx_member(blobs[m["onnx"]], threads) for m in manifest["members"]]
+    return members, onnx_gender(blobs[manifest["predictor"]["onnx"]], threads)
+
+
+def _torch_parts(folder: Path, manifest: dict[str, Any], blobs: dict[str, bytes],
+                 threads: int | None) -> tuple[list[MemberFn], GenderFn]:
+    import torch
+    from safetensors.torch import load as st_load
+
+    from san_search.config import CandidateConfig
+    from san_search.models import create
+
+    if threads:
+        torch.set_num_threads(threads)
+    members = []
+    for i, m in enumerate(manifest["members"]):
+        cfg = CandidateConfig.from_dict(m["config"], f"{folder / MANIFEST}: members[{i}].config")
+        model = create("autoencoder", cfg.autoencoder, **cfg.autoencoder_kwargs())
+        model.load_state_dict(st_load(blobs[m["weights"]]))
+        members.append(torch_member(model.eval()))
+    pred = manifest["predictor"]
+    g = create("gender", pred["arch"], image_size=pred["image_size"])
+    g.load_state_dict(st_load(blobs[pred["weights"]]))
+    return members, torch_gender(g.eval())
+
+
+def load_ensemble(folder: str | Path, backend: str = "torch", policy: str | None = None,
+                  threads: int | None = None) -> LoadedEnsemble:
+    """Verify and load an export folder with the `torch` or `onnx` backend."""
+    from safetensors.numpy import load as np_load
+
+    if backend not in BACKENDS:
+        raise EnsembleError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    manifest, blobs = read_verified(folder)
+    protos = np_load(blobs[PROTOTYPES])
+    if backend == "onnx":
+        members, predictor = _onnx_parts(manifest, blobs, threads)
+    else:
+        members, predictor = _torch_parts(Path(folder), manifest, blobs, threads)
+    rt = EnsembleRuntime(members, predictor, {k: protos[k] for k in ("female", "male")},
+                         policy or manifest["policy"], int(manifest["seed"]))
+    return LoadedEnsemble(Path(folder), manifest, rt)

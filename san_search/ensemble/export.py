@@ -1,0 +1,393 @@
+"""The exported ensemble (`san-search ensemble export`): writing a folder anyone can load and
+check, verifying it, and registering it in the MLflow Model Registry.
+
+Layout of an export folder:
+  manifest.json                 members (MLflow run ids, configs, val metrics), policy, seed,
+                                predictor, preprocessing, a copy of the selection (settings,
+                                val and test tables), data and zoo fingerprints, package
+                                versions, ONNX check, SHA-256 of every file
+  members/member_<i>.safetensors   each SAN's weights
+  members/member_<i>.onnx          the same SAN for ONNX Runtime
+  gender_predictor.safetensors / .onnx   the auxiliary classifier that picks prototypes
+  prototypes.safetensors        the female and male prototype faces
+  trade_off.png, README.md      the model card
+
+Writers put each part in place; every ONNX graph is read back and checked against its PyTorch
+module as it is written, and the finished folder is verified by loading it with both
+backends (`serving.load_ensemble`, which checks the SHA-256 of every file) and comparing
+them. The folder is built beside its destination and renamed into place once verified, so a
+failed export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from san_search import __version__
+from san_search import metric_names as mn
+from san_search.console import Log
+from san_search.ensemble.orchestration import (
+    Selection,
+    format_rows,
+    per_evaluator_columns,
+    trade_off_figure,
+)
+from san_search.ensemble.scoring import METHOD
+from san_search.ensemble.serving import (
+    FORMAT,
+    MANIFEST,
+    PROTOTYPES,
+    check_policy,
+    load_ensemble,
+)
+from san_search.errors import EnsembleError
+
+ONNX_TOLERANCE = 1e-3  # max abs difference allowed between ONNX Runtime and PyTorch
+ONNX_OPSET = 17
+SAMPLE_IMAGES = 16  # val images every ONNX graph is traced and checked on
+VERIFY_IMAGES = 32  # val images the finished folder is verified on
+PREDICTOR_WEIGHTS, PREDICTOR_ONNX = "gender_predictor.safetensors", "gender_predictor.onnx"
+CARD, FIGURE = "README.md", "trade_off.png"
+# The val metrics of each member in the model card.
+CARD_VAL = (mn.PRIVACY_MEAN, mn.UTILITY_MEAN, mn.SSIM)
+PYFUNC_CODE = Path(__file__).resolve().parents[1] / "pyfunc_model.py"
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"san_search": __version__}
+    for pkg in ("torch", "onnx", "onnxruntime", "safetensors", "numpy", "mlflow", "ray",
+                "optuna", "timm"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
+
+
+# ------------------------------------------------------------------ writers
+
+def write_weights(path: Path, model: Any) -> None:
+    """A module's state dict as safetensors."""
+    from safetensors.torch import save as st_save
+
+    path.write_bytes(st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
+
+
+def write_onnx(path: Path, model: Any, feeds: dict[str, np.ndarray], outputs: list[str]
+               ) -> None:
+    """`model` traced on `feeds` (input name -> array), batch axis dynamic."""
+    import warnings
+
+    import torch
+
+    args = tuple(torch.from_numpy(a) for a in feeds.values())
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, args, buf,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=list(feeds), output_names=outputs,
+                          dynamic_axes={n: {0: "batch"} for n in [*feeds, *outputs]})
+    path.write_bytes(buf.getvalue())
+
+
+def privacy_only(model: Any) -> Any:
+    """The SAN wrapped so its exported graph has one output: the privacy image."""
+    from torch import nn
+
+    class PrivacyOnly(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.san = model
+
+        def forward(self, x: Any, same: Any, opp: Any) -> Any:
+            return self.san(x, same, opp)[1]
+
+    return PrivacyOnly().eval()
+
+
+def write_prototypes(folder: Path, ds: Any) -> dict[str, np.ndarray]:
+    """The female and male prototypes, float32 (S, S); returns them."""
+    from safetensors.numpy import save as np_save
+
+    protos = {k: ds.prototypes[k].astype(np.float32) for k in ("female", "male")}
+    (folder / PROTOTYPES).write_bytes(np_save(protos))
+    return protos
+
+
+def write_member(folder: Path, i: int, member: dict[str, Any], feeds: dict[str, np.ndarray]
+                 ) -> tuple[dict[str, Any], float]:
+    """Member `i`'s weights and ONNX graph, the graph checked; its manifest entry and the
+    ONNX difference."""
+    from san_search.train import load_san
+
+    model, cfg = load_san(member["checkpoint"])
+    wfile, ofile = f"members/member_{i}.safetensors", f"members/member_{i}.onnx"
+    write_weights(folder / wfile, model)
+    wrapped = privacy_only(model)
+    write_onnx(folder / ofile, wrapped, feeds, ["privacy"])
+    diff = check_onnx(folder / ofile, wrapped, feeds, "privacy")
+    if diff > ONNX_TOLERANCE:
+        raise EnsembleError(f"member {member['name']}: ONNX Runtime and PyTorch differ by "
+                            f"{diff:.2e} (> {ONNX_TOLERANCE:g})")
+    entry = {**{k: member[k] for k in ("name", "run_id", "val")}, "config": cfg.to_dict(),
+             "weights": wfile, "onnx": ofile}
+    return entry, diff
+
+
+def write_predictor(folder: Path, zoo: Any, name: str, sample: np.ndarray) -> float:
+    """The gender predictor's weights and ONNX graph, the graph checked; its difference."""
+    g = zoo.load(name).eval()
+    write_weights(folder / PREDICTOR_WEIGHTS, g)
+    write_onnx(folder / PREDICTOR_ONNX, g, {"x": sample}, ["logits"])
+    diff = check_onnx(folder / PREDICTOR_ONNX, g, {"x": sample}, "logits")
+    if diff > ONNX_TOLERANCE:
+        raise EnsembleError(f"gender predictor: ONNX and PyTorch differ by {diff:.2e}")
+    return diff
+
+
+def selection_copy(sel: Selection) -> dict[str, Any]:
+    """The manifest's copy of the selection: its settings and both tables."""
+    return {"selection": sel.settings, "val": sel.val_table, "test": sel.test_table}
+
+
+def build_manifest(sel: Selection, policy: str, members: list[dict[str, Any]], ds: Any,
+                   zoo: Any, check: dict[str, float]) -> dict[str, Any]:
+    """Everything but the file hashes (`write_manifest` adds them)."""
+    size = ds.size
+    return {
+        "format": FORMAT, "search": sel.search, "created":
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "policy": policy, "seed": sel.seed, "members": members,
+        "predictor": {"name": sel.predictor, "arch": zoo.entries[sel.predictor]["arch"],
+                      "image_size": size, "weights": PREDICTOR_WEIGHTS,
+                      "onnx": PREDICTOR_ONNX},
+        "prototypes": PROTOTYPES,
+        "preprocessing": {"size": size, "crop": ds.info.get("crop"),
+                          "detect": bool(ds.info.get("detect", False)),
+                          "format": ds.info.get("format"), "grayscale": True},
+        **selection_copy(sel),
+        "data_fingerprint": sel.data_fingerprint, "zoo_fingerprint": zoo.data_fingerprint,
+        "mlflow": {"tracking_uri": sel.tracking_uri, "ensemble_run_id": sel.ensemble_run_id,
+                   "parent_run_id": sel.parent_run_id},
+        "onnx_check": {k: float(f"{v:.3g}") for k, v in check.items()},
+        "versions": _versions(),
+    }
+
+
+def model_card(manifest: dict[str, Any]) -> str:
+    """README.md of an export folder, from its manifest."""
+    members = manifest["members"]
+    pre = manifest["preprocessing"]
+    val_heads = " | ".join(mn.label(mn.val(k)) for k in CARD_VAL)
+    lines = [
+        f"# SAN ensemble from search `{manifest['search']}`",
+        "",
+        f"{len(members)} semi-adversarial networks that rewrite {pre['size']}x{pre['size']} "
+        "grayscale faces so gender classifiers fail while face matchers still verify the "
+        f"person. Policy `{manifest['policy']}` (seed {manifest['seed']}): "
+        + ("each image goes through one member, chosen by a hash of its pixels."
+           if manifest["policy"] == "random" else "every member in turn."),
+        "",
+        f"![trade-off]({FIGURE})",
+        "",
+        "## Use",
+        "```",
+        "san-search perturb --ensemble <this folder> --input FACES --output OUT",
+        "```",
+        "or `mlflow.pyfunc.load_model(\"models:/<name>@champion\")` and `predict` on a uint8 "
+        f"array (N, S, S). Loading checks the SHA-256 of every file listed in `{MANIFEST}`.",
+        "",
+        "## Members",
+        "",
+        f"| member | MLflow run | {val_heads} | autoencoder | aux gender | aux matcher |",
+        "|---|---|" + "---|" * len(CARD_VAL) + "---|---|---|",
+    ]
+    for m in members:
+        c, v = m["config"], m["val"]
+        arch = (f"{c['autoencoder']} d{c['depth']} w{c['width']}" if c["autoencoder"] ==
+                "san_conv" else c["autoencoder"])
+        vals = " | ".join(f"{v[k]:.3f}" for k in CARD_VAL)
+        lines.append(f"| {m['name']} | `{m['run_id']}` | {vals} | {arch} | "
+                     f"{c['aux_gender']} | {c['aux_matcher']} |")
+    return "\n".join(lines + _card_test_pool(manifest) + _card_provenance(manifest))
+
+
+def _card_test_pool(manifest: dict[str, Any]) -> list[str]:
+    test = manifest["test"]
+    lines = ["", "## Test pool (never used during search or selection)", "",
+             "| method | " + " | ".join(mn.LABELS[k] for k in mn.TEST_COLUMNS) + " |",
+             "|---|" + "---|" * len(mn.TEST_COLUMNS)]
+    for r in test:
+        lines.append(f"| {r[METHOD]} | "
+                     + " | ".join(f"{r[k]:.3f}" for k in mn.TEST_COLUMNS) + " |")
+    return lines + ["", "Per evaluator (privacy = 1 - |2 AUC - 1| per gender classifier; "
+                    "utility = TAR@1%FAR retention per matcher):", "", "```",
+                    format_rows(test, per_evaluator_columns(test), METHOD), "```"]
+
+
+def _card_provenance(manifest: dict[str, Any]) -> list[str]:
+    return ["", "## Provenance", "",
+            f"- data fingerprint `{manifest['data_fingerprint']}`, zoo fingerprint "
+            f"`{manifest['zoo_fingerprint']}`",
+            f"- preprocessing: {manifest['preprocessing']}",
+            f"- gender predictor: `{manifest['predictor']['name']}` "
+            f"({manifest['predictor']['arch']})",
+            f"- ONNX Runtime vs PyTorch, max abs difference: {manifest['onnx_check']}",
+            f"- versions: {manifest['versions']}",
+            f"- exported {manifest['created']}", ""]
+
+
+def write_card(folder: Path, sel: Selection, manifest: dict[str, Any]) -> None:
+    """The model card: the trade-off figure and README.md."""
+    import matplotlib.pyplot as plt
+
+    fig = trade_off_figure(sel)
+    fig.savefig(folder / FIGURE, dpi=120)
+    plt.close(fig)
+    (folder / CARD).write_text(model_card(manifest))
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """manifest.json, with the SHA-256 of every file already in `folder`."""
+    manifest["files"] = {p.relative_to(folder).as_posix(): sha256_file(p)
+                         for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+
+
+# ------------------------------------------------------------------ verify
+
+def check_onnx(path: Path, model: Any, feeds: dict[str, np.ndarray], output: str) -> float:
+    """Max abs difference between the ONNX graph written at `path` (run by ONNX Runtime)
+    and the PyTorch `model` on `feeds`."""
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])
+    got = sess.run([output], feeds)[0]
+    with torch.no_grad():
+        want = model(*(torch.from_numpy(a) for a in feeds.values())).numpy()
+    return float(np.abs(got - want).max())
+
+
+def verify_export(folder: Path, images: np.ndarray) -> None:
+    """Load what was written on both backends (every hash checked) and compare them."""
+    ref = load_ensemble(folder, "torch").runtime.perturb(images)
+    onx = load_ensemble(folder, "onnx").runtime.perturb(images)
+    if float(np.abs(ref - onx).max()) > ONNX_TOLERANCE:
+        raise EnsembleError("the exported ensemble's ONNX and PyTorch outputs disagree")
+
+
+# ------------------------------------------------------------------ the step
+
+def _write_all(tmp: Path, sel: Selection, policy: str, ds: Any, zoo: Any, log: Log
+               ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Every writer, in order (the manifest last: it hashes the others); the manifest and
+    the ONNX check (max abs difference per graph)."""
+    val_images = ds.split("val").images
+    sample = val_images[:SAMPLE_IMAGES].astype(np.float32)[:, None] / 255.0
+    protos = write_prototypes(tmp, ds)
+    feeds = {"x": sample,
+             "proto_same": np.repeat(protos["male"][None, None], len(sample), 0),
+             "proto_opp": np.repeat(protos["female"][None, None], len(sample), 0)}
+    members, check = [], {}
+    for i, m in enumerate(sel.members):
+        entry, diff = write_member(tmp, i, m, feeds)
+        members.append(entry)
+        check[m["name"]] = diff
+        log(f"  member {i} ({m['name']}): weights, ONNX (max abs diff {diff:.1e})")
+    check[sel.predictor] = write_predictor(tmp, zoo, sel.predictor, sample)
+    manifest = build_manifest(sel, policy, members, ds, zoo, check)
+    write_card(tmp, sel, manifest)
+    write_manifest(tmp, manifest)
+    return manifest, check
+
+
+def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = None,
+                    overwrite: bool = False, log: Log = print) -> Path:
+    """Write and verify the export folder for `sel`; returns its path."""
+    from san_search.data import open_dataset
+    from san_search.zoo import open_zoo
+
+    policy = check_policy(policy or sel.policy)
+    out = Path(out).absolute()
+    if out.exists() and not overwrite:
+        raise EnsembleError(f"{out} already exists: pick another --out or pass --overwrite")
+    ds = open_dataset(sel.data)
+    if ds.fingerprint != sel.data_fingerprint:
+        raise EnsembleError(f"the dataset at {sel.data} changed since the ensemble was chosen")
+    zoo = open_zoo(sel.zoo, expect_fingerprint=ds.fingerprint)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "members").mkdir(parents=True)
+    try:
+        manifest, check = _write_all(tmp, sel, policy, ds, zoo, log)
+        verify_export(tmp, ds.split("val").images[:VERIFY_IMAGES])
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"exported {len(manifest['members'])} member(s) to {out} (policy {policy}); ONNX max "
+        f"abs diff {max(check.values()):.1e}")
+    return out
+
+
+# ------------------------------------------------------------------ MLflow Model Registry
+
+def register(folder: str | Path, tracking_uri: str, run_id: str, name: str,
+             alias: str = "champion", log: Log = print) -> dict[str, Any]:
+    """Log the export folder as a pyfunc model (models-from-code: nothing pickled) into the
+    ensemble's MLflow run, register it as `name` and point `alias` at the new version."""
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+
+    loaded = load_ensemble(folder)
+    s = loaded.image_size
+    example = np.zeros((2, s, s), dtype=np.uint8)
+    example[1] = 128
+    signature = infer_signature(example, loaded.runtime.perturb(example),
+                                params={"policy": loaded.manifest["policy"]})
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="ensemble", python_model=str(PYFUNC_CODE),
+            artifacts={"ensemble": str(Path(folder).absolute())}, signature=signature,
+            registered_model_name=name,
+            pip_requirements=[f"{k}=={v}" for k, v in _versions().items()
+                              if k in ("torch", "onnxruntime", "safetensors", "numpy")])
+    client = MlflowClient(tracking_uri)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, "search", loaded.manifest["search"])
+    client.update_model_version(name, version, description=(
+        f"SAN ensemble of {len(loaded.manifest['members'])} from search "
+        f"{loaded.manifest['search']}, policy {loaded.manifest['policy']}"))
+    uri = f"models:/{name}@{alias}"
+    log(f"registered {name} version {version}, alias {alias!r}: load with "
+        f"mlflow.pyfunc.load_model({uri!r})")
+    return {"name": name, "version": version, "alias": alias, "uri": uri,
+            "model_uri": info.model_uri}

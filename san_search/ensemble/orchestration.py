@@ -1,0 +1,351 @@
+"""`san-search ensemble select`: the whole step and its record.
+
+Load and score the search's candidates (`scoring`), choose K members (`selection`), compare
+the chosen set on the val pool with "top-K by privacy" and "K random from the front"
+(the random policy realised), score both policies on the test pool, never used before,
+beside the best single member and Gaussian noise at matched utility, then record it all:
+<search>/ensemble/selection.json (`Selection`) and an `ensemble` MLflow child run under the
+search's parent (`log_selection`: settings, members, both tables, the trade-off figure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from san_search import metric_names as mn
+from san_search.atomic import write_atomic
+from san_search.console import Log
+from san_search.ensemble.scoring import (
+    ENSEMBLE_KIND,
+    METHOD,
+    SIGMA,
+    Candidate,
+    ValScores,
+    assemble_random,
+    best_predictor,
+    load_candidates,
+    score_candidates,
+    test_report,
+)
+from san_search.ensemble.selection import (
+    DEFAULT_WEIGHTS,
+    TERMS,
+    Weights,
+    hv_shares,
+    normalised_distance,
+    random_from_front,
+    select_members,
+    set_terms,
+    top_k_by_privacy,
+)
+from san_search.errors import EnsembleError
+
+SELECTION_FILE = "selection.json"
+# The val pool metrics each compared set is realised on (`random_<metric>` columns).
+REALISED = (mn.PRIVACY_MEAN, mn.PRIVACY_MIN, mn.UTILITY_MEAN, mn.SSIM)
+# Of those, what the val table prints and the ensemble run logs (`val_random_<metric>`).
+REALISED_SHOWN = (mn.PRIVACY_MEAN, mn.UTILITY_MEAN, mn.SSIM)
+SET, MEMBERS = "set", "members"  # the val table's label and member columns
+
+
+@dataclasses.dataclass
+class Selection:
+    """What `ensemble export` packages; saved as <search>/ensemble/selection.json."""
+
+    search: str
+    members: list[dict[str, Any]]  # name, run_id, checkpoint, config (to_dict), val
+    predictor: str
+    policy: str
+    seed: int
+    data: str
+    zoo: str
+    data_fingerprint: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    ensemble_run_id: str
+    settings: dict[str, Any]  # size, min_utility, weights
+    val_table: list[dict[str, Any]]
+    test_table: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]  # every eligible candidate's val point, for the figure
+    created: str
+
+    def save(self, folder: Path) -> Path:
+        path = folder / "ensemble" / SELECTION_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, json.dumps(dataclasses.asdict(self), indent=2, default=json_plain))
+        return path
+
+    @classmethod
+    def load(cls, folder: Path) -> Selection:
+        path = folder / "ensemble" / SELECTION_FILE
+        if not path.is_file():
+            raise EnsembleError(f"{folder} has no ensemble yet ({path} missing): run "
+                                "`san-search ensemble select` first")
+        return cls(**json.loads(path.read_text()))
+
+
+def json_plain(v: Any) -> Any:
+    """`json.dumps` default for numpy scalars and paths."""
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON: {type(v).__name__}")
+
+
+def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], first: str) -> str:
+    """A plain-text table: `first` as the row label, then `columns` (floats to 3 places)."""
+    width = max([len(first), *(len(str(r[first])) for r in rows)])
+    widths = [max(len(c), 9) for c in columns]  # whole names: evaluators share prefixes
+    head = f"{first:<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths,
+                                                                       strict=True))
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        cells = [f"{r[c]:>{w}.3f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '-')):>{w}}"
+                 for c, w in zip(columns, widths, strict=True)]
+        lines.append(f"{str(r[first]):<{width}} " + " ".join(cells))
+    return "\n".join(lines)
+
+
+def per_evaluator_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """A test table's per-model columns (`privacy.<classifier>`, `utility.<matcher>`)."""
+    return sorted(k for k in rows[0] if k.startswith(("privacy.", "utility.")))
+
+
+# ------------------------------------------------------------------ the step
+
+def search_folder(search: str, search_dir: str | Path) -> Path:
+    """`search` is a name under `search_dir`, or a path to a search folder."""
+    from san_search.search import SEARCH_FILE
+
+    p = Path(search)
+    for cand in (p, Path(search_dir) / search):
+        if (cand / SEARCH_FILE).is_file():
+            return cand.absolute()
+    raise EnsembleError(f"no search {search!r}: neither {p} nor {Path(search_dir) / search} "
+                        f"holds a {SEARCH_FILE} (see --search-dir)")
+
+
+@dataclasses.dataclass
+class _Scored:
+    """The val-pool view of the feasible candidates that the choice is made on."""
+
+    feasible: list[Candidate]
+    vs: ValScores
+    scorer: Any
+    eligible: np.ndarray
+    points: np.ndarray  # (n, 2) val privacy mean, val utility mean
+    share: np.ndarray
+    front_hypervolume: float
+    distance: np.ndarray  # normalised
+
+
+def _open_search(search: str, search_dir: str | Path, size: int, log: Log
+                 ) -> tuple[Path, Any, Any, Any, Any, list[Candidate]]:
+    """The search folder, record, space, dataset and zoo, and its feasible candidates."""
+    from san_search.data import open_dataset
+    from san_search.zoo import open_zoo
+
+    folder = search_folder(search, search_dir)
+    record, space, cands = load_candidates(folder, log)
+    ds = open_dataset(record.data)
+    if ds.fingerprint != record.data_fingerprint:
+        raise EnsembleError(f"the dataset at {record.data} changed since search "
+                            f"{record.name} ran (fingerprint {ds.fingerprint[:12]} != "
+                            f"{record.data_fingerprint[:12]})")
+    zoo = open_zoo(record.zoo, expect_fingerprint=ds.fingerprint)
+    feasible = [c for c in cands if c.feasible]
+    log(f"search {record.name}: {len(cands)} finished trial(s), {len(feasible)} meet the "
+        "constraints")
+    if len(feasible) < size:
+        raise EnsembleError(
+            f"search {record.name} has {len(feasible)} finished trial(s) that meet its "
+            f"constraints ({len(cands)} finished in all); an ensemble of {size} needs at "
+            "least that many: lower --size or run a longer search")
+    return folder, record, space, ds, zoo, feasible
+
+
+def _score(feasible: list[Candidate], ds: Any, zoo: Any, predictor: str, space: Any,
+           size: int, min_utility: float, log: Log) -> _Scored:
+    from san_search.search import reference_point
+
+    vs, scorer = score_candidates(feasible, ds, zoo, predictor, log)
+    utility = np.array([m[mn.UTILITY_MEAN] for m in vs.metrics])
+    eligible = utility >= min_utility
+    if eligible.sum() < size:
+        best = ", ".join(f"{vs.names[i]} {utility[i]:.3f}" for i in np.argsort(-utility)[:5])
+        raise EnsembleError(
+            f"only {int(eligible.sum())} candidate(s) reach --min-utility {min_utility} on "
+            f"the val pool (best: {best}); lower --min-utility or --size")
+    points = np.column_stack([[m[mn.PRIVACY_MEAN] for m in vs.metrics], utility])
+    share, total = hv_shares(points, eligible, reference_point(space)[:2])
+    return _Scored(feasible, vs, scorer, eligible, points, share, total,
+                   normalised_distance(vs.distance, eligible))
+
+
+def _val_table(sc: _Scored, chosen: list[int], size: int, w: Weights, images: np.ndarray,
+               seed: int) -> list[dict[str, Any]]:
+    """The chosen set and the two simple rules, each with J's terms and the random policy
+    realised on the val pool."""
+    sets = [("chosen (J)", chosen),
+            ("top-K by privacy", top_k_by_privacy(sc.points[:, 0], sc.eligible, size)),
+            ("K random from front", random_from_front(sc.points, sc.eligible, size, seed))]
+    rows = []
+    for label, members in sets:
+        terms = set_terms(members, sc.vs.privacy, sc.distance, sc.share, w)
+        realised = sc.scorer.score(assemble_random(sc.vs.outputs, members, images, seed))
+        rows.append({SET: label, MEMBERS: ",".join(sc.vs.names[i] for i in members), **terms,
+                     **{mn.random(m): realised[m] for m in REALISED}})
+    return rows
+
+
+def _member_records(sc: _Scored, chosen: list[int]) -> list[dict[str, Any]]:
+    from san_search.train import load_san
+
+    members = []
+    for i in chosen:
+        c = sc.feasible[i]
+        _, cfg = load_san(c.checkpoint)
+        members.append({"name": c.name, "run_id": c.run_id, "checkpoint": str(c.checkpoint),
+                        "config": cfg.to_dict(), "val": dict(sc.vs.metrics[i])})
+    return members
+
+
+def format_val_table(val_table: list[dict[str, Any]]) -> str:
+    shown = [*TERMS, *(mn.random(m) for m in REALISED_SHOWN), MEMBERS]
+    return ("val pool: the chosen set against two simple rules (random policy realised)\n"
+            + format_rows(val_table, shown, SET))
+
+
+def format_test_table(test_table: list[dict[str, Any]]) -> str:
+    return ("test pool (never used before): pooled, then per evaluator\n"
+            + format_rows(test_table, mn.TEST_COLUMNS, METHOD) + "\n"
+            + format_rows(test_table, per_evaluator_columns(test_table), METHOD))
+
+
+def select(search: str, *, search_dir: str | Path, size: int, min_utility: float = 0.5,
+           weights: Weights = DEFAULT_WEIGHTS, seed: int = 0, policy: str = "random",
+           third_party: bool = True, log: Log = print) -> Selection:
+    """Choose, compare, test and record an ensemble of `size` members (see the module doc)."""
+    from san_search.ensemble.serving import check_policy
+
+    check_policy(policy)
+    if size < 1:
+        raise EnsembleError(f"--size must be at least 1, got {size}")
+    if not 0 <= min_utility <= 1:
+        raise EnsembleError(f"--min-utility must be in [0, 1], got {min_utility}")
+    folder, record, space, ds, zoo, feasible = _open_search(search, search_dir, size, log)
+    predictor = best_predictor(zoo)
+    log(f"gender predictor: {predictor}; scoring {len(feasible)} candidate(s) on the val pool")
+    sc = _score(feasible, ds, zoo, predictor, space, size, min_utility, log)
+    chosen = select_members(sc.vs.privacy, sc.distance, sc.share, sc.eligible, size, weights)
+    val_table = _val_table(sc, chosen, size, weights, ds.split("val").images, seed)
+    log(format_val_table(val_table))
+    members = _member_records(sc, chosen)
+    best_single = int(np.argmax([sc.vs.metrics[i][mn.PRIVACY_MEAN] for i in chosen]))
+    log(f"scoring the ensemble on the test pool ({', '.join(m['name'] for m in members)})")
+    test_table = test_report([feasible[i].checkpoint for i in chosen], best_single, ds, zoo,
+                             predictor, seed, third_party, log)
+    log(format_test_table(test_table))
+    sel = Selection(
+        record.name, members, predictor, policy, seed, record.data, record.zoo,
+        record.data_fingerprint, record.tracking_uri, record.experiment_id,
+        record.parent_run_id, "",
+        {"size": size, "min_utility": min_utility, "diversity_weight": weights.diversity,
+         "hv_weight": weights.hypervolume, "front_hypervolume": sc.front_hypervolume,
+         "eligible": int(sc.eligible.sum()), "feasible": len(feasible)},
+        val_table, test_table,
+        [{"name": sc.vs.names[i], "run_id": feasible[i].run_id, **sc.vs.metrics[i]}
+         for i in np.flatnonzero(sc.eligible)],
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    sel.ensemble_run_id = log_selection(sel)
+    path = sel.save(folder)
+    log(f"ensemble of {size} recorded in {path} and MLflow run {sel.ensemble_run_id}")
+    return sel
+
+
+# ------------------------------------------------------------------ the record in MLflow
+
+def trade_off_figure(sel: Selection) -> Any:
+    """Val privacy against val utility of every eligible candidate, the members marked, and
+    the test-pool points of the ensemble, the best member and the noise baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, u = mn.PRIVACY_MEAN, mn.UTILITY_MEAN
+    fig, ax = plt.subplots(figsize=(5.8, 4.4))
+    cs = sel.candidates
+    ax.scatter([c[u] for c in cs], [c[p] for c in cs], c="0.6", s=18,
+               label="eligible candidates (val)")
+    members = {m["name"] for m in sel.members}
+    mem = [c for c in cs if c["name"] in members]
+    ax.scatter([c[u] for c in mem], [c[p] for c in mem], c="C3", s=40, marker="D",
+               label="ensemble members (val)")
+    for r, style in zip(sel.test_table, ("*", "P", "o", "s"), strict=False):
+        ax.scatter([r[u]], [r[p]], marker=style, s=80, label=f"{r[METHOD]} (test)")
+    ax.set_xlabel(f"{mn.LABELS[u]} (TAR@1%FAR retention, pool mean)")
+    ax.set_ylabel(f"{mn.LABELS[p]} (1 - |2 AUC - 1|, pool mean)")
+    ax.set_xlim(-0.05, 1.1)
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(f"ensemble of {len(sel.members)} from search {sel.search}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def selection_metrics(sel: Selection) -> dict[str, float]:
+    """The ensemble run's metrics: `test_<method>_<metric>` per test-table row (and the
+    matched noise's `test_noise_matched_sigma`), `val_<term>` of the chosen set."""
+    out: dict[str, float] = {}
+    for r in sel.test_table:
+        for k in mn.TEST_COLUMNS:
+            out[mn.test(r[METHOD], k)] = float(r[k])
+        if r.get(SIGMA) is not None:
+            out[mn.test(r[METHOD], SIGMA)] = float(r[SIGMA])
+    chosen = sel.val_table[0]
+    for k in (*TERMS, *(mn.random(m) for m in REALISED_SHOWN)):
+        out[mn.val(k)] = float(chosen[k])
+    return out
+
+
+def log_selection(sel: Selection) -> str:
+    """An `ensemble` child run under the search's parent: settings, members, both tables,
+    the figure, and the headline metrics."""
+    import matplotlib.pyplot as plt
+    from mlflow.entities import Metric, Param
+
+    from san_search.tracking import KIND_TAG, SEARCH_TAG, client_for, replace_table
+
+    client = client_for(sel.tracking_uri)
+    run = client.create_run(sel.experiment_id, run_name=f"{sel.search}-ensemble", tags={
+        "mlflow.parentRunId": sel.parent_run_id, KIND_TAG: ENSEMBLE_KIND,
+        SEARCH_TAG: sel.search, "data_fingerprint": sel.data_fingerprint})
+    rid = run.info.run_id
+    params = {**{k: str(v) for k, v in sel.settings.items()}, "policy": sel.policy,
+              "seed": str(sel.seed), "predictor": sel.predictor,
+              "members": ",".join(m["name"] for m in sel.members),
+              "member_run_ids": ",".join(m["run_id"] for m in sel.members)}
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in selection_metrics(sel).items()]
+    client.log_batch(rid, metrics=metrics, params=[Param(k, v[:6000]) for k, v in
+                                                   params.items()])
+    for name, rows in (("selection_val.json", sel.val_table),
+                       ("ensemble_test.json", sel.test_table)):
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        replace_table(client, rid, {c: [r.get(c) for r in rows] for c in cols}, name)
+    fig = trade_off_figure(sel)
+    client.log_figure(rid, fig, "ensemble_trade_off.png")
+    plt.close(fig)
+    client.set_terminated(rid, "FINISHED")
+    return rid

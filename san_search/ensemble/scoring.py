@@ -1,0 +1,194 @@
+"""Candidates of a finished search and their scores: the trials loaded from the search folder
+and MLflow, each scored on the val pool, and the test pool's verdict on a chosen ensemble.
+
+Every candidate here is judged with the ensemble's gender predictor (the best auxiliary
+classifier by val AUC) choosing the prototypes, as `perturb` will on unlabelled images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from san_search import metric_names as mn
+from san_search.console import Log
+from san_search.ensemble.selection import matched_sigma
+from san_search.ensemble.serving import (
+    EnsembleRuntime,
+    member_index,
+    torch_gender,
+    torch_member,
+)
+from san_search.errors import EnsembleError
+
+DISTANCE_IMAGES = 512  # val images the pairwise output distances are measured on
+METHOD = "method"  # a test-table row's label
+SIGMA = "sigma"  # the matched-noise row's strength, its own field (not parsed from the label)
+ENSEMBLE_KIND = "ensemble"  # the KIND_TAG of an ensemble run (not a candidate)
+
+
+@dataclasses.dataclass
+class Candidate:
+    """A finished, finalised trial of the search and its downloaded weights."""
+
+    name: str  # the trial id
+    run_id: str
+    checkpoint: Path  # local folder: model.safetensors + trainer.json
+    search_metrics: dict[str, float]  # the search's last reported metrics (val pool)
+    feasible: bool
+
+
+def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Candidate]]:
+    """The search record, its space, and every finished, finalised trial with its weights
+    (downloaded from its MLflow child run into <folder>/ensemble/candidates/)."""
+    import mlflow
+    from san_search import tracking
+    from san_search.search import SearchRecord, load_search_space
+    from san_search.tracking import FINALIZED_TAG, KIND_TAG, TRIAL_TAG, child_runs, client_for
+
+    # MLflow draws a progress bar per downloaded artefact: noise in a CLI that downloads many.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    record = SearchRecord.load(folder)
+    space = load_search_space(folder / "space.yaml", record.overrides)
+    tracking.check_reachable(record.tracking_uri)
+    parent = client_for(record.tracking_uri).get_run(record.parent_run_id)
+    if parent.info.status == "RUNNING":
+        log(f"note: search {record.name} is still running; selecting from the trials "
+            "finished so far")
+    cache = folder / "ensemble" / "candidates"
+    out: list[Candidate] = []
+    for run in child_runs(record.tracking_uri, record.experiment_id, record.parent_run_id):
+        if run.info.status != "FINISHED" or run.data.tags.get(FINALIZED_TAG) != "1":
+            continue
+        if run.data.tags.get(KIND_TAG) == ENSEMBLE_KIND:
+            continue
+        dst = cache / run.info.run_id
+        if not (dst / "weights" / "model.safetensors").is_file():
+            dst.mkdir(parents=True, exist_ok=True)
+            mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="weights",
+                                                dst_path=str(dst),
+                                                tracking_uri=record.tracking_uri)
+        metrics = dict(run.data.metrics)
+        viol = space.violation(metrics)
+        finite = all(np.isfinite(metrics.get(m, np.nan)) for m in space.metrics)
+        out.append(Candidate(run.data.tags.get(TRIAL_TAG, run.info.run_name), run.info.run_id,
+                             dst / "weights", metrics, bool(finite and viol == 0)))
+    out.sort(key=lambda c: c.name)
+    return record, space, out
+
+
+def best_predictor(zoo: Any) -> str:
+    """The auxiliary gender classifier with the best val AUC: the ensemble's predictor."""
+    names = zoo.names("gender", "aux")
+    if not names:
+        raise EnsembleError(f"zoo {zoo.path} has no aux gender classifier to predict genders")
+    return max(names, key=lambda n: (zoo.entries[n].get("metrics", {}).get("val_auc", 0.0), n))
+
+
+def torch_runtime(checkpoints: Sequence[Path], zoo: Any, predictor: str,
+                  prototypes: dict[str, np.ndarray], policy: str = "random", seed: int = 0
+                  ) -> EnsembleRuntime:
+    """An ensemble runtime straight from the members' training checkpoints."""
+    from san_search.train import load_san
+
+    members = [torch_member(load_san(c)[0]) for c in checkpoints]
+    return EnsembleRuntime(members, torch_gender(zoo.load(predictor).eval()), prototypes,
+                           policy, seed)
+
+
+@dataclasses.dataclass
+class ValScores:
+    """The val pool's view of the candidates, in the order they were given."""
+
+    names: list[str]
+    classifiers: list[str]  # the val gender classifiers
+    privacy: np.ndarray  # (n, C)
+    metrics: list[dict[str, float]]  # the full val-pool score of each candidate
+    distance: np.ndarray  # (n, n) mean absolute output difference
+    outputs: list[np.ndarray]  # each candidate's val outputs
+
+
+def score_candidates(cands: Sequence[Candidate], ds: Any, zoo: Any, predictor: str,
+                     log: Log = print) -> tuple[ValScores, Any]:
+    """Every candidate's val-pool score, its privacy per val classifier and the pairwise
+    output distances; also returns the val `PoolScorer` for scoring sets later."""
+    from san_search.evaluate import PoolScorer, load_pool
+    from san_search.train import load_san
+
+    gender = torch_gender(zoo.load(predictor).eval())  # loaded once, shared by every candidate
+    val = ds.split("val")
+    scorer = PoolScorer(load_pool(zoo, "val"), val)
+    classifiers = [g.name for g in scorer.pool.genders]
+    outputs, metrics = [], []
+    t0 = time.perf_counter()
+    for i, c in enumerate(cands):
+        rt = EnsembleRuntime([torch_member(load_san(c.checkpoint)[0])], gender, ds.prototypes)
+        y = rt.perturb(val.images)
+        outputs.append(y)
+        metrics.append(scorer.score(y))
+        log(f"  scored {c.name} on the val pool ({i + 1}/{len(cands)}, "
+            f"{time.perf_counter() - t0:.0f} s)")
+    n = len(cands)
+    sub = np.random.default_rng(0).permutation(len(val))[:DISTANCE_IMAGES]
+    dist = np.zeros((n, n))
+    for i, j in itertools.combinations(range(n), 2):
+        dist[i, j] = dist[j, i] = float(np.abs(outputs[i][sub] - outputs[j][sub]).mean())
+    privacy = np.array([[m[f"privacy.{c}"] for c in classifiers] for m in metrics]).reshape(
+        n, len(classifiers))
+    return ValScores([c.name for c in cands], classifiers, privacy, metrics, dist,
+                     outputs), scorer
+
+
+def assemble_random(outputs: Sequence[np.ndarray], members: Sequence[int],
+                    images: np.ndarray, seed: int) -> np.ndarray:
+    """The random policy's output from members' precomputed outputs (no re-running)."""
+    out = np.empty_like(outputs[members[0]])
+    for i, im in enumerate(images):
+        out[i] = outputs[members[member_index(im, len(members), seed)]][i]
+    return out
+
+
+def test_report(checkpoints: Sequence[Path], best_single: int, ds: Any, zoo: Any,
+                predictor: str, seed: int, third_party: bool = True, log: Log = print
+                ) -> list[dict[str, Any]]:
+    """The test pool's verdict: ensemble (random), ensemble (chain), the best single member
+    (by val privacy) and Gaussian noise at the random ensemble's utility (its row carries
+    the strength as `sigma`).
+
+    The noise strength is matched by bisection on a 30% identity subset of the test split
+    (the same pool, third-party models included, so the match holds for every matcher; the
+    whole split when the subset would lack a gender or a pair kind), then
+    scored once on the whole split: dlib's descriptor embeds every image at 150 px, and five
+    full scorings per selection cost half an hour on 2 cores."""
+    from san_search.evaluate import PoolScorer, gaussian_noise, load_pool
+
+    test = ds.split("test")
+    pool = load_pool(zoo, "test", third_party=third_party)
+    scorer = PoolScorer(pool, test)
+    rt = torch_runtime(checkpoints, zoo, predictor, ds.prototypes, "random", seed)
+    rows: list[dict[str, Any]] = []
+    for label, policy in (("ensemble (random)", "random"), ("ensemble (chain)", "chain")):
+        rows.append({METHOD: label, **scorer.score(rt.perturb(test.images, policy))})
+        log(f"  test pool: {label} scored")
+    single = torch_runtime([checkpoints[best_single]], zoo, predictor, ds.prototypes)
+    rows.append({METHOD: "best single member", **scorer.score(single.perturb(test.images))})
+    log("  test pool: best single member scored")
+    sub = test.identity_subset(0.3, seed)
+    assert sub.pairs is not None
+    if len(set(sub.gender.tolist())) < 2 or len(set(sub.pairs.same.tolist())) < 2:
+        sub = test  # a small split: its subset lacks a gender or a pair kind, and is cheap
+    quick = PoolScorer(pool, sub)
+    target = quick.score(rt.perturb(sub.images, "random"))[mn.UTILITY_MEAN]
+    sigma = matched_sigma(
+        lambda s: quick.score(gaussian_noise(s)(sub.images))[mn.UTILITY_MEAN], target, steps=5)
+    rows.append({METHOD: f"noise sigma {sigma:g} (matched utility)", SIGMA: sigma,
+                 **scorer.score(gaussian_noise(sigma)(test.images))})
+    log(f"  test pool: noise at sigma {sigma:g} scored")
+    return rows

@@ -1,0 +1,104 @@
+"""The export: every file written with its hash, the refusal of an existing folder (leaving
+nothing behind), the model card's rows, and the registered pyfunc model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from san_search.ensemble.orchestration import Selection
+from san_search.errors import EnsembleError
+
+
+def test_export_writes_every_file_with_its_hash(exported: tuple[Path, Selection]) -> None:
+    from san_search.ensemble.export import sha256_file
+
+    out, _ = exported
+    manifest = json.loads((out / "manifest.json").read_text())
+    files = set(manifest["files"])
+    assert {"members/member_0.safetensors", "members/member_0.onnx",
+            "members/member_1.safetensors", "members/member_1.onnx",
+            "gender_predictor.safetensors", "gender_predictor.onnx",
+            "prototypes.safetensors", "trade_off.png", "README.md"} == files
+    for rel, digest in manifest["files"].items():
+        assert sha256_file(out / rel) == digest
+    assert [m["run_id"] for m in manifest["members"]] == ["run0", "run1"]
+    assert manifest["members"][1]["config"]["width"] == 8
+    assert all(v <= 1e-3 for v in manifest["onnx_check"].values())
+    assert manifest["preprocessing"]["size"] == 16
+    assert [r["method"] for r in manifest["test"]][:3] == [
+        "ensemble (random)", "ensemble (chain)", "best single member"]
+    card = (out / "README.md").read_text()
+    assert "run0" in card and "ensemble (chain)" in card and "trade_off.png" in card
+    assert not list(out.parent.glob(".export.partial-*"))
+
+
+def test_export_refuses_an_existing_folder_and_leaves_nothing(
+        exported: tuple[Path, Selection]) -> None:
+    from san_search.ensemble.export import export_ensemble
+
+    out, sel = exported
+    before = sorted(p.name for p in out.parent.iterdir())
+    with pytest.raises(EnsembleError, match="already exists"):
+        export_ensemble(sel, out, log=lambda _: None)
+    broken = dataclasses.replace(sel, members=[{**sel.members[0], "checkpoint": "/nope"}])
+    with pytest.raises(FileNotFoundError):
+        export_ensemble(broken, out.parent / "other", log=lambda _: None)
+    assert sorted(p.name for p in out.parent.iterdir()) == before
+
+
+
+def test_the_model_card_names_metrics_from_the_vocabulary(
+        exported: tuple[Path, Selection]) -> None:
+    out, sel = exported
+    card = (out / "README.md").read_text()
+    assert "| member | MLflow run | val privacy | val utility | val SSIM | autoencoder |" in card
+    assert "| method | privacy | privacy (worst) | utility | utility (worst) | SSIM |" in card
+    noise = sel.test_table[-1]
+    assert noise["method"].startswith("noise sigma") and noise["sigma"] > 0
+    assert f"| {noise['method']} | {noise['privacy_mean']:.3f} |" in card
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["members"][0]["config"]["aux_gender"] == "g_aux"  # to_dict's spelling
+    assert "| g_aux | m_aux |" in card
+
+
+def test_registered_pyfunc_loads_by_alias_and_predicts(exported: tuple[Path, Selection],
+                                                      tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    import mlflow
+    from san_search.ensemble.export import register
+    from san_search.ensemble.orchestration import log_selection
+    from san_search.ensemble.serving import load_ensemble
+
+    out, sel = exported
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("unit", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp).info.run_id
+    val_row = {"set": "chosen (J)", "objective": 0.5, "coverage": 0.3, "diversity": 0.8,
+               "hv_share": 0.1, "random_privacy_mean": 0.3, "random_utility_mean": 0.7,
+               "random_ssim": 0.8, "members": "m0,m1"}
+    run_id = log_selection(dataclasses.replace(sel, tracking_uri=uri, experiment_id=exp,
+                                               parent_run_id=parent, val_table=[val_row]))
+    logged = client.get_run(run_id).data.metrics
+    by_method = {r["method"]: r for r in sel.test_table}
+    assert logged["test_ensemble_random_privacy_mean"] == pytest.approx(
+        by_method["ensemble (random)"]["privacy_mean"])
+    assert logged["test_ensemble_chain_privacy_mean"] == pytest.approx(
+        by_method["ensemble (chain)"]["privacy_mean"])
+    assert {"test_best_single_member_utility_mean", "test_noise_matched_sigma"} <= set(logged)
+    got = register(out, uri, run_id, "unit-ensemble", log=lambda _: None)
+    assert got["uri"] == "models:/unit-ensemble@champion" and got["version"] == "1"
+    assert str(client.get_model_version_by_alias("unit-ensemble", "champion").version) == "1"
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/unit-ensemble@champion")
+    x = np.random.default_rng(1).integers(0, 256, (5, 16, 16), dtype=np.uint8)
+    want = load_ensemble(out).runtime.perturb(x)
+    assert np.array_equal(np.asarray(model.predict(x)), want)
+    chain = np.asarray(model.predict(x, params={"policy": "chain"}))
+    assert np.array_equal(chain, load_ensemble(out).runtime.perturb(x, "chain"))
