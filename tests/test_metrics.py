@@ -159,8 +159,8 @@ def _face_like(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
     import torch.nn.functional as F
 
     coarse = torch.from_numpy(rng.random((n, 1, size // 4, size // 4)).astype(np.float32))
-    x = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
-    x = x.squeeze(1).numpy() + rng.normal(0, 0.05, (n, size, size))
+    smooth = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    x = smooth.squeeze(1).numpy() + rng.normal(0, 0.05, (n, size, size))
     return np.clip(1.4 * x - 0.2, 0, 1).astype(np.float32)
 
 
