@@ -20,7 +20,7 @@ import torch
 from san_search.config import CandidateConfig, ModelSpec
 from san_search.data import BuildOptions, synth
 from san_search.train import SanTrainer
-from san_search.zoo import _store, train_model
+from san_search.zoo import add_model, train_model
 
 
 def _zoo(data: Path, out: Path, device_gpus: float, epochs: int) -> dict[str, dict]:
@@ -36,7 +36,7 @@ def _zoo(data: Path, out: Path, device_gpus: float, epochs: int) -> dict[str, di
         spec = ModelSpec(name=name, kind=kind, arch=arch, role=role, epochs=epochs,
                          batch_size=128, lr=0.003, gpus=device_gpus)
         model, meta = train_model(spec, data, log=print)
-        _store(out, save(model.state_dict()), meta, str(data))
+        add_model(out, save(model.state_dict()), meta, str(data))
         metas[name] = {k: meta[k] for k in ("seconds", "device", "metrics")}
     return metas
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from san_search.config import CandidateConfig, load_zoo_spec
+from san_search.config import CandidateConfig
 from san_search.data import BuildOptions, synth
 from san_search.train import SanTrainer
-from san_search.zoo import _store, train_model
+from san_search.zoo import add_model, load_spec, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 # Points of the demo space (widths 4-12, loss weights and learning rates inside its ranges).
@@ -64,10 +64,10 @@ def main() -> None:
         synth(data, identities=120, images_per_identity=8, size=32,
               options=BuildOptions(pairs=300))
         t0 = time.perf_counter()
-        for spec in load_zoo_spec(REPO / "san_search" / "zoos" / "demo.yaml").models:
+        for spec in load_spec(REPO / "san_search" / "zoos" / "demo.yaml").models:
             model, meta = train_model(dataclasses.replace(spec, gpus=1.0), data,
                                       log=lambda _: None)
-            _store(zoo, save(model.state_dict()), meta, str(data))
+            add_model(zoo, save(model.state_dict()), meta, str(data))
             res[f"zoo.{spec.name}"] = {"seconds": meta["seconds"], "device": meta["device"],
                                        **meta["metrics"]}
         res["zoo_seconds"] = time.perf_counter() - t0

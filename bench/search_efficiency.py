@@ -42,7 +42,7 @@ def synthetic_problem(root: Path, size: int = 32) -> tuple[Path, Path]:
 
     from san_search.config import ModelSpec
     from san_search.data import BuildOptions, synth
-    from san_search.zoo import _store, train_model
+    from san_search.zoo import add_model, train_model
 
     data, zoo = root / "data", root / "zoo"
     if (zoo / "zoo.json").is_file():
@@ -57,7 +57,7 @@ def synthetic_problem(root: Path, size: int = 32) -> tuple[Path, Path]:
     for name, kind, arch, role, epochs in specs:
         spec = ModelSpec(name=name, kind=kind, arch=arch, role=role, epochs=epochs, cpus=1.0)
         model, meta = train_model(spec, data, log=lambda _: None)
-        _store(zoo, save(model.state_dict()), meta, str(data))
+        add_model(zoo, save(model.state_dict()), meta, str(data))
     return data, zoo
 
 

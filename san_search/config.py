@@ -164,10 +164,14 @@ class ZooSpec:
     models: tuple[ModelSpec, ...] = field(default_factory=tuple)
 
 
-def load_zoo_spec(path: str | Path) -> ZooSpec:
-    """Read a zoo YAML: optional `defaults:` (any model key) and a `models:` list."""
-    from san_search.models import UnknownModelError
-    from san_search.models.registry import builder
+def load_zoo_spec(path: str | Path,
+                  check_arch: typing.Callable[[str, str], object] | None = None) -> ZooSpec:
+    """Read a zoo YAML: optional `defaults:` (any model key) and a `models:` list.
+
+    `check_arch(kind, arch)`, when given, raises UnknownModelError for an architecture that
+    is not registered (zoo.load_spec passes the model registry's); this module imports
+    nothing from the package but its errors."""
+    from san_search.errors import UnknownModelError
 
     path = Path(path)
     data = read_yaml(path)
@@ -188,7 +192,8 @@ def load_zoo_spec(path: str | Path) -> ZooSpec:
         where = f"{path}: models[{i}] ({label})"
         spec = load_dataclass(ModelSpec, {**defaults, **(entry or {})}, where)
         try:
-            builder(spec.kind, spec.arch)
+            if check_arch is not None:
+                check_arch(spec.kind, spec.arch)
         except UnknownModelError as exc:
             raise ConfigError(f"{where}: key 'arch': {exc}") from None
         specs.append(spec)

@@ -126,11 +126,10 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
              log: Log = print) -> dict[str, Any]:
     """Run every step; returns the summary (also written next to the outputs)."""
     from san_search import search
-    from san_search.config import load_zoo_spec
     from san_search.ensemble.export import export_ensemble, register
     from san_search.ensemble.orchestration import select
     from san_search.perturb import perturb_files
-    from san_search.zoo import train_zoo
+    from san_search.zoo import load_spec, train_zoo
 
     t0 = time.perf_counter()
     out = Path(out).absolute()
@@ -151,7 +150,7 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     _step(log, 2, "zoo (zoos/demo.yaml: aux, val and test models)", t0)
     zoo_dir = out / "zoo" if data == (out / "data").absolute() else \
         out / f"zoo-{ds.fingerprint[:12]}"
-    train_zoo(load_zoo_spec(DEMO_ZOO), data, zoo_dir, log=log)
+    train_zoo(load_spec(DEMO_ZOO), data, zoo_dir, log=log)
 
     _step(log, 3, f"search ({space.name})", t0)
     overrides: dict[str, dict[str, Any]] = {}

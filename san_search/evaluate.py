@@ -24,6 +24,15 @@ from torch import nn
 
 from san_search.data.store import SplitView
 from san_search.evaluators import GenderEvaluator, MatcherEvaluator, as_float
+from san_search.metric_names import (
+    ALPHA,
+    ERROR_MEAN,
+    PRIVACY_MEAN,
+    PRIVACY_MIN,
+    SSIM,
+    UTILITY_MEAN,
+    UTILITY_MIN,
+)
 from san_search.metrics import ALPHAS, blend, gender_scores, pair_verification, ssim
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -101,10 +110,10 @@ class PoolScorer:
             out[f"utility.{mt.name}"] = u
             utility.append(u)
         out.update({
-            "privacy_mean": float(np.mean(privacy)), "privacy_min": float(np.min(privacy)),
-            "error_mean": float(np.mean(error)),
-            "utility_mean": float(np.mean(utility)), "utility_min": float(np.min(utility)),
-            "ssim": float(ssim(images, self.original).mean()),
+            PRIVACY_MEAN: float(np.mean(privacy)), PRIVACY_MIN: float(np.min(privacy)),
+            ERROR_MEAN: float(np.mean(error)),
+            UTILITY_MEAN: float(np.mean(utility)), UTILITY_MIN: float(np.min(utility)),
+            SSIM: float(ssim(images, self.original).mean()),
         })
         return out
 
@@ -171,7 +180,7 @@ def trade_off_curve(scorer: PoolScorer, x: np.ndarray, x_san: np.ndarray,
     points = []
     for a in alphas:
         m = scorer.score(blend(x, x_san, a))
-        points.append({"alpha": float(a), **m})
+        points.append({ALPHA: float(a), **m})
     return points
 
 
@@ -189,10 +198,10 @@ def baseline_curves(scorer: PoolScorer) -> dict[str, list[dict[str, float]]]:
 
 
 def privacy_at_utility(curve: Sequence[dict[str, float]], utility: float,
-                       key: str = "privacy_mean") -> float:
+                       key: str = PRIVACY_MEAN) -> float:
     """A curve's privacy at a given mean utility, interpolating linearly between its points
     (sorted by utility; clamped at the ends). Used to compare methods at matched utility."""
-    pts = sorted((p["utility_mean"], p[key]) for p in curve)
+    pts = sorted((p[UTILITY_MEAN], p[key]) for p in curve)
     us = np.array([p[0] for p in pts])
     ps = np.array([p[1] for p in pts])
     return float(np.interp(utility, us, ps))

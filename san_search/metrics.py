@@ -75,8 +75,20 @@ def gender_scores(male_score: np.ndarray, gender: np.ndarray) -> dict[str, float
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7, sigma: float = 1.5) -> np.ndarray:
-    """Per-image SSIM of two stacks (N, H, W) of images in [0, 1] (Gaussian window, the
-    usual constants C1 = 0.01², C2 = 0.03², over the valid region). Returns (N,)."""
+    """Per-image SSIM of two stacks (N, H, W) of images in [0, 1]. Returns (N,).
+
+    Wang et al. (2004) as scikit-image computes it (`structural_similarity` with
+    `gaussian_weights=True, use_sample_covariance=False, data_range=1`): Gaussian-weighted
+    means and population (co)variances, C1 = (0.01·1)², C2 = (0.03·1)², averaged over the
+    valid region (no padding).
+
+    The window is 7 px, not Wang's 11: our faces are 32 px, where an 11-px window would span a
+    third of the image, leave a valid region of 22x22 px and average away the local structure
+    (eyes, mouth, the face's edge) that SSIM is meant to compare. The Gaussian keeps Wang's
+    sigma = 1.5, truncated at 2 sigma (radius 3) to fit the 7 px; scikit-image truncates at
+    3.5 sigma, so it matches us for sigma < 1 as is, and at 1.5 once its filter is truncated
+    at 2 sigma (tests/test_metrics.py checks both). Images smaller than the window use a
+    window of their size."""
     import torch
     import torch.nn.functional as F
 

@@ -29,15 +29,35 @@ from torch import nn
 
 from san_search import __version__
 from san_search.atomic import write_atomic
-from san_search.config import ROLES, ModelSpec, ZooSpec
+from san_search.config import ROLES, ModelSpec, ZooSpec, load_zoo_spec
 from san_search.console import Log
 from san_search.data import open_dataset
 from san_search.data.store import SplitView
-from san_search.errors import ZooError
+from san_search.errors import ConfigError, UnknownModelError, ZooError
 from san_search.evaluators import TorchGender, TorchMatcher, as_float
 from san_search.metrics import gender_scores, pair_verification
-from san_search.models import create
+from san_search.models import builder, create
 from san_search.models.matchers import CosFace
+
+# ------------------------------------------------------------------ the spec
+
+
+def load_spec(path: str | Path) -> ZooSpec:
+    """Read a zoo YAML (config.load_zoo_spec) and check that every model's architecture is
+    registered for its kind: `<file>: models[i] (<name>): key 'arch': unknown ... model
+    '<arch>'; did you mean ...`."""
+    return load_zoo_spec(path, check_arch=builder)
+
+
+def check_archs(spec: ZooSpec) -> None:
+    """The same check for a spec built in code: every architecture registered, before any
+    model trains (ConfigError naming models[i] and the closest registered names)."""
+    for i, m in enumerate(spec.models):
+        try:
+            builder(m.kind, m.arch)
+        except UnknownModelError as exc:
+            raise ConfigError(f"models[{i}] ({m.name}): key 'arch': {exc}") from None
+
 
 # ------------------------------------------------------------------ training
 
@@ -114,12 +134,7 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn
         params = list(model.parameters()) + list(head.parameters())
     per_epoch = spec.images_per_epoch or len(train)
     steps_per_epoch = max(1, per_epoch // spec.batch_size)
-    total = steps_per_epoch * spec.epochs
-    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    warm = max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total)
-                                                                      / total)))
+    opt, sched = _optimiser(params, spec, steps_per_epoch * spec.epochs)
     history: list[dict[str, float]] = []
     for epoch in range(1, spec.epochs + 1):
         model.train()
@@ -154,12 +169,29 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn
             + " ".join(f"{k} {row[k]:.3f}" for k in shown)
             + f" ({time.perf_counter() - t0:.0f} s)")
     model.eval().cpu()
-    meta = {
+    return model, _metadata(spec, ds.fingerprint, size, history, device, t0)
+
+
+def _optimiser(params: list[nn.Parameter], spec: ModelSpec, total: int
+               ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with a linear warm-up over the first 5% of the `total` steps, then cosine decay."""
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    warm = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total)
+                                                                      / total)))
+    return opt, sched
+
+
+def _metadata(spec: ModelSpec, fingerprint: str, size: int, history: list[dict[str, float]],
+              device: torch.device, t0: float) -> dict[str, Any]:
+    """A trained model's metadata (stored as `models/<name>.json`)."""
+    return {
         "name": spec.name,
         "kind": spec.kind,
         "arch": spec.arch,
         "role": spec.role,
-        "data_fingerprint": ds.fingerprint,
+        "data_fingerprint": fingerprint,
         "image_size": size,
         "training": spec.training_settings(),
         "metrics": {k: v for k, v in history[-1].items() if k.startswith("val_")},
@@ -169,7 +201,6 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn
         "versions": {"san_search": __version__, "torch": torch.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return model, meta
 
 
 def _train_task(spec_dict: dict[str, Any], data: str) -> tuple[bytes, dict[str, Any]]:
@@ -281,7 +312,10 @@ def _plan(spec: ZooSpec, out: Path, fingerprint: str) -> tuple[list[ModelSpec], 
     return todo, done
 
 
-def _store(out: Path, weights: bytes, meta: dict[str, Any], data_path: str) -> None:
+def add_model(out: Path, weights: bytes, meta: dict[str, Any], data_path: str) -> None:
+    """Write one trained model into the zoo folder `out` (created with its index on the first
+    model): the weights (safetensors bytes), its metadata from `train_model` with the weights'
+    SHA-256 added, and its entry in `zoo.json`. Each file is written atomically."""
     (out / "models").mkdir(parents=True, exist_ok=True)
     name = meta["name"]
     meta = {**meta, "weights_sha256": hashlib.sha256(weights).hexdigest()}
@@ -301,10 +335,12 @@ def train_zoo(spec: ZooSpec, data: str | Path, out: str | Path, *,
 
     Each finished model is written at once (atomically), so an interrupted run keeps what it
     finished and a rerun trains only the rest. Fails before training on a dataset or role
-    mismatch. GPUs: a model with `gpus: 0` on a cluster with GPUs still trains on the CPU.
+    mismatch, or on an architecture that is not registered. GPUs: a model with `gpus: 0` on a
+    cluster with GPUs still trains on the CPU.
     """
     import ray
 
+    check_archs(spec)
     data = Path(data).absolute()
     out = Path(out).absolute()
     ds = open_dataset(data)
@@ -337,7 +373,7 @@ def train_zoo(spec: ZooSpec, data: str | Path, out: str | Path, *,
                 failures.append(f"{m.name}: {exc}")
                 log(f"[{m.name}] FAILED: {exc}")
                 continue
-            _store(out, weights, meta, str(data))
+            add_model(out, weights, meta, str(data))
             shown = ", ".join(f"{k} {v:.3f}" for k, v in meta["metrics"].items())
             log(f"[{m.name}] done in {meta['seconds']:.0f} s: {shown} "
                 f"({len(todo) - len(pending)}/{len(todo)}, {time.perf_counter() - t0:.0f} s)")

@@ -90,7 +90,7 @@ def log_report(rows: list[Row], context: dict[str, Any], table: str,
 
     tracking.setup(tracking_uri, experiment)
     with mlflow.start_run(run_name="zoo-report") as run:
-        mlflow.set_tag("san_search.kind", "zoo_report")
+        mlflow.set_tag(tracking.KIND_TAG, "zoo_report")
         mlflow.log_params({"zoo": context["zoo"], "data": context["data"],
                            "data_fingerprint": context["data_fingerprint"],
                            "test_images": context["test_images"],

@@ -133,7 +133,7 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     from san_search.config import ModelSpec
     from san_search.data import BuildOptions, synth
-    from san_search.zoo import _store, train_model
+    from san_search.zoo import add_model, train_model
 
     root = tmp_path_factory.mktemp("train")
     data = root / "data"
@@ -147,5 +147,5 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     ]:
         spec = ModelSpec(name=name, kind=kind, arch=arch, role=role, **TINY)  # type: ignore[arg-type]
         model, meta = train_model(spec, data, log=lambda _: None)
-        _store(zoo, save(model.state_dict()), meta, str(data))
+        add_model(zoo, save(model.state_dict()), meta, str(data))
     return data, zoo

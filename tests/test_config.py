@@ -57,13 +57,6 @@ def test_bad_role_and_type(tmp_path: Path) -> None:
         load_zoo_spec(p)
 
 
-def test_unknown_arch_suggests(tmp_path: Path) -> None:
-    p = _write(tmp_path, "models:\n  - {name: g, kind: matcher, arch: resnet10, role: aux}\n")
-    with pytest.raises(ConfigError, match=r"key 'arch': unknown matcher model 'resnet10'; did you "
-                                          r"mean resnet10t"):
-        load_zoo_spec(p)
-
-
 def test_duplicate_names_and_top_level_typo(tmp_path: Path) -> None:
     p = _write(tmp_path, "models:\n  - {name: g, kind: gender, arch: paper_cnn, role: aux}\n"
                          "  - {name: g, kind: gender, arch: resnet10t, role: val}\n")

@@ -95,3 +95,126 @@ def test_pair_verification_scores_probe_against_gallery() -> None:
     assert res["auc"] == pytest.approx(0.25) and res["tar"] == 0.0
     # gallery against itself: every pair scores 1, all ties
     assert pair_verification(gallery, gallery, a, b, same, far=0.0)["auc"] == 0.5
+
+
+# ------------------------------------------------------------------ cross-checks
+# Our metrics against well-kept libraries (scikit-learn, scikit-image), on random inputs that
+# include ties (scores rounded to one decimal) and duplicated rows.
+
+
+def _tied_scores(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Random scores, a third of them rounded to one decimal (ties), some rows duplicated."""
+    s = rng.normal(size=n)
+    few = rng.random(n) < 1 / 3
+    s[few] = np.round(s[few], 1)
+    dup = rng.integers(0, n, size=max(1, n // 5))
+    s[dup[1:]] = s[dup[0]]
+    return s
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_roc_auc_agrees_with_sklearn(seed: int) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 400))
+    labels = rng.random(n) < rng.uniform(0.1, 0.9)
+    labels[:2] = [True, False]  # both classes present
+    scores = _tied_scores(rng, n) + labels * rng.uniform(0, 1.5)
+    assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+def _sklearn_tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> float:
+    """TAR at FAR from scikit-learn's ROC curve.
+
+    Our convention (metrics.tar_at_far): a pair is accepted when its score is strictly above
+    the threshold, and the threshold is the lowest one at which at most `far` of the impostor
+    pairs are accepted; equivalently, TAR@FAR is the highest TAR over all thresholds whose FAR
+    is at most `far`. scikit-learn's `roc_curve` accepts at score >= threshold, its thresholds
+    being the observed scores (and +inf), which yields the same set of (FAR, TAR) operating
+    points. So TAR@FAR = max(tpr where fpr <= far), taken over every point
+    (drop_intermediate=False); the 1e-12 absorbs fpr = count / n rounding."""
+    from sklearn.metrics import roc_curve
+
+    labels = np.r_[np.ones(len(genuine), bool), np.zeros(len(impostor), bool)]
+    fpr, tpr, _ = roc_curve(labels, np.r_[genuine, impostor], drop_intermediate=False)
+    return float(tpr[fpr <= far + 1e-12].max())
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_tar_at_far_agrees_with_sklearn(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    impostor = _tied_scores(rng, int(rng.integers(1, 600)))
+    genuine = _tied_scores(rng, int(rng.integers(1, 300))) + rng.uniform(0, 2)
+    if seed % 3 == 0:  # genuine scores equal to impostor scores: ties across the classes
+        genuine[: len(genuine) // 2] = rng.choice(impostor, len(genuine) // 2)
+    for far in (0.0, 0.001, 0.01, 0.05, 0.1, 0.3, float(rng.uniform(0, 0.99))):
+        ours = tar_at_far(genuine, impostor, far)
+        assert ours == pytest.approx(_sklearn_tar_at_far(genuine, impostor, far), abs=1e-12), far
+
+
+def _face_like(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """Smooth random images in [0, 1] with some flat (saturated) regions."""
+    import torch
+    import torch.nn.functional as F
+
+    coarse = torch.from_numpy(rng.random((n, 1, size // 4, size // 4)).astype(np.float32))
+    smooth = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    x = smooth.squeeze(1).numpy() + rng.normal(0, 0.05, (n, size, size))
+    return np.clip(1.4 * x - 0.2, 0, 1).astype(np.float32)
+
+
+def _skimage_ssim(a: np.ndarray, b: np.ndarray, sigma: float) -> np.ndarray:
+    """scikit-image's SSIM per image, Gaussian-weighted, window 7 (valid region: the crop
+    of (7 - 1) / 2 px per side), population covariance, K1 = 0.01, K2 = 0.03, data_range 1."""
+    from skimage.metrics import structural_similarity
+
+    return np.array([structural_similarity(x, y, win_size=7, gaussian_weights=True,
+                                           sigma=sigma, use_sample_covariance=False,
+                                           data_range=1.0, K1=0.01, K2=0.03)
+                     for x, y in zip(a.astype(np.float64), b.astype(np.float64), strict=True)])
+
+
+def _ssim_pairs(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = _face_like(rng, 4, size)
+    y = np.stack([x[0],  # identical
+                  np.clip(x[1] + rng.normal(0, 0.2, x[1].shape), 0, 1),  # noisy
+                  1 - x[2],  # inverted
+                  _face_like(rng, 1, size)[0]]).astype(np.float32)  # unrelated
+    return x, y
+
+
+@pytest.mark.parametrize(("seed", "size"), [(0, 32), (1, 32), (2, 16), (3, 64)])
+def test_ssim_agrees_with_skimage_on_a_7_tap_gaussian(seed: int, size: int) -> None:
+    """scikit-image truncates its Gaussian at 3.5 sigma, so for sigma < 1 its filter has 7
+    taps, like ours: compare there unchanged."""
+    from san_search.metrics import ssim
+
+    x, y = _ssim_pairs(seed, size)
+    for sigma in (0.8, 0.95):
+        np.testing.assert_allclose(ssim(x, y, sigma=sigma), _skimage_ssim(x, y, sigma),
+                                   atol=2e-5)
+
+
+@pytest.mark.parametrize(("seed", "size"), [(4, 32), (5, 16), (6, 64)])
+def test_ssim_default_agrees_with_skimage_truncated_at_2_sigma(
+        seed: int, size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our default, a 7-tap window with sigma 1.5, is scikit-image's SSIM with its Gaussian
+    truncated at 2 sigma (radius 3) instead of 3.5 sigma (radius 5, 11 taps): the one
+    difference, on purpose (see metrics.ssim). scikit-image takes no `truncate` argument, so
+    its Gaussian filter is wrapped to truncate at 2 sigma; everything else is its own code."""
+    import skimage.filters
+    import skimage.metrics._structural_similarity as sk_ssim
+
+    from san_search.metrics import ssim
+
+    def gaussian_2_sigma(image: np.ndarray, sigma: float, **kwargs: object) -> np.ndarray:
+        kwargs["truncate"] = 2.0
+        return np.asarray(skimage.filters.gaussian(image, sigma=sigma, **kwargs))
+
+    x, y = _ssim_pairs(seed, size)
+    plain = _skimage_ssim(x, y, 1.5)  # 11 taps: close to ours, not equal
+    assert np.abs(ssim(x, y) - plain).max() > 1e-4
+    monkeypatch.setattr(sk_ssim, "gaussian", gaussian_2_sigma)
+    np.testing.assert_allclose(ssim(x, y), _skimage_ssim(x, y, 1.5), atol=2e-5)

@@ -94,3 +94,28 @@ def test_san_conv_reaches_full_resolution() -> None:
         diff = (model(x2, p, p)[0] - base).abs()[0, 0]
     block = diff[4:6, 4:6]
     assert float(diff[5, 5]) > 0 and not torch.allclose(block, block[0, 0].expand(2, 2))
+
+
+def test_registry_imports_no_model_family() -> None:
+    """The families import the registry (to register); the registry never imports them back,
+    and `san_search.models` is what loads every family."""
+    import ast
+    from pathlib import Path
+
+    import san_search.models
+    from san_search.models import registry
+
+    def imported(module: object) -> set[str]:
+        tree = ast.parse(Path(str(getattr(module, "__file__", ""))).read_text())
+        names = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {f"{n.module}.{a.name}" for n in ast.walk(tree)
+                  if isinstance(n, ast.ImportFrom) for a in n.names}
+        return names
+
+    families = {"san_search.models.autoencoders", "san_search.models.gender",
+                "san_search.models.matchers"}
+    assert not imported(registry) & families
+    assert families <= imported(san_search.models)
+    assert {"paper_cnn", "resnet10t"} <= set(list_models("gender"))
+    assert "san_conv" in list_models("autoencoder") and "resnet10t" in list_models("matcher")

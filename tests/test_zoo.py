@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from san_search.cli import main
-from san_search.config import ModelSpec, ZooSpec
+from san_search.config import ConfigError, ModelSpec, ZooSpec
 from san_search.data import BuildOptions, open_dataset, synth
-from san_search.zoo import ZooError, _store, open_zoo, train_model, train_zoo
+from san_search.zoo import ZooError, add_model, load_spec, open_zoo, train_model, train_zoo
 
 FAST = {"epochs": 1, "batch_size": 32, "images_per_epoch": 64, "cpus": 0.5}
 
@@ -45,8 +45,34 @@ def _save(zoo_dir: Path, spec: ModelSpec, data: Path) -> torch.nn.Module:
     from safetensors.torch import save
 
     model, meta = train_model(spec, data, log=lambda _: None)
-    _store(zoo_dir, save(model.state_dict()), meta, str(data))
+    add_model(zoo_dir, save(model.state_dict()), meta, str(data))
     return model
+
+
+SHIPPED_ZOOS = sorted((Path(__file__).resolve().parents[1] / "san_search" / "zoos")
+                      .glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_ZOOS, ids=[p.name for p in SHIPPED_ZOOS])
+def test_shipped_zoo_archs_are_registered(path: Path) -> None:
+    assert load_spec(path).models
+
+
+def test_unknown_arch_suggests(tmp_path: Path) -> None:
+    p = tmp_path / "zoo.yaml"
+    p.write_text("models:\n  - {name: g, kind: matcher, arch: resnet10, role: aux}\n")
+    with pytest.raises(ConfigError, match=r"key 'arch': unknown matcher model 'resnet10'; did you "
+                                          r"mean resnet10t"):
+        load_spec(p)
+
+
+def test_unknown_arch_fails_before_any_model_trains(tmp_path: Path) -> None:
+    """A spec built in code is checked too, before Ray starts or the data is opened."""
+    spec = ZooSpec((_spec("g_ok"), _spec("m_bad", kind="matcher", arch="resnet10")))
+    with pytest.raises(ConfigError, match=r"^models\[1\] \(m_bad\): key 'arch': unknown matcher "
+                                          r"model 'resnet10'; did you mean resnet10t"):
+        train_zoo(spec, tmp_path / "no-data", tmp_path / "zoo")
+    assert not (tmp_path / "zoo").exists()
 
 
 def test_training_changes_weights_and_round_trip_is_bit_exact(data: Path, tmp_path: Path) -> None:

@@ -27,10 +27,9 @@ def add_zoo_train(sub: Subparsers) -> None:
 
 
 def cmd_zoo_train(args: argparse.Namespace) -> int:
-    from san_search.config import load_zoo_spec
-    from san_search.zoo import roles_summary, train_zoo
+    from san_search.zoo import load_spec, roles_summary, train_zoo
 
-    spec = load_zoo_spec(args.zoo)
+    spec = load_spec(args.zoo)
     t0 = time.perf_counter()
     zoo = train_zoo(spec, Path(args.data), Path(args.out), ray_address=args.ray_address)
     print(f"zoo {zoo.path}: {len(zoo.entries)} models in {time.perf_counter() - t0:.0f} s")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from san_search import __version__
-from san_search.data.ingest import DEFAULT_CROP, FORMATS, Rejection, list_records
+from san_search.data.ingest import DEFAULT_CROP, FORMATS, Record, Rejection, list_records
 from san_search.data.preprocess import Settings, decode_many
 from san_search.data.splits import SPLITS, cap_per_identity, make_pairs, split_identities
 from san_search.data.store import (
@@ -66,10 +66,40 @@ def build_dataset(
     extra_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Split, pair, compute prototypes and write the dataset atomically. Returns dataset.json."""
+    gender = np.asarray(gender, dtype=np.int8)
+    rows = _split_rows(images, identity, gender, source_path, options)
+    train = rows["train"]
+    prototypes = {
+        GENDER_NAMES[g]: (train.images[train.gender == g].astype(np.float64).mean(axis=0) / 255.0)
+        .astype(np.float32)
+        for g in (0, 1)
+    }
+    full_settings = {
+        **settings,
+        "seed": options.seed,
+        "fractions": list(options.fractions),
+        "pairs": options.pairs,
+    }
+    info: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "san_search_version": __version__,
+        **full_settings,
+        "counts": {split: _counts(rows[split]) for split in SPLITS},
+        "rejected": dict(Counter(_reason_kind(r.reason) for r in rejected)),
+        "fingerprint": fingerprint(full_settings, rows, raw_hashes),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **(extra_info or {}),
+    }
+    write_dataset(out, rows, prototypes, info, rejected, overwrite=overwrite)
+    return info
+
+
+def _split_rows(images: np.ndarray, identity: list[str], gender: np.ndarray,
+                source_path: list[str], options: BuildOptions) -> dict[str, SplitRows]:
+    """Assign identities to splits, order each split's rows and draw its verification pairs."""
     names = sorted(set(identity))
     code = {n: i for i, n in enumerate(names)}
     ident = np.array([code[n] for n in identity], dtype=np.int64)
-    gender = np.asarray(gender, dtype=np.int8)
     assignment = split_identities(ident, gender, options.fractions, options.seed)
 
     # Rows of a split ordered by (identity name, source path): stable across runs.
@@ -98,43 +128,21 @@ def build_dataset(
             source_path=[source_path[i] for i in sel],
             pairs=pairs,
         )
-    train = rows["train"]
-    prototypes = {
-        GENDER_NAMES[g]: (train.images[train.gender == g].astype(np.float64).mean(axis=0) / 255.0)
-        .astype(np.float32)
-        for g in (0, 1)
+    return rows
+
+
+def _counts(r: SplitRows) -> dict[str, Any]:
+    """One split's counts for dataset.json: images and identities (per gender too), pairs."""
+    ids_by_gender = {g: {n for n, gg in zip(r.identity, r.gender, strict=True) if gg == g}
+                     for g in (0, 1)}
+    return {
+        "images": len(r.identity),
+        "identities": len(set(r.identity)),
+        **{f"{GENDER_NAMES[g]}_images": int((r.gender == g).sum()) for g in (0, 1)},
+        **{f"{GENDER_NAMES[g]}_identities": len(ids_by_gender[g]) for g in (0, 1)},
+        "genuine_pairs": int(r.pairs.same.sum()) if r.pairs is not None else 0,
+        "impostor_pairs": int((~r.pairs.same).sum()) if r.pairs is not None else 0,
     }
-    counts: dict[str, Any] = {}
-    for split in SPLITS:
-        r = rows[split]
-        ids_by_gender = {g: {n for n, gg in zip(r.identity, r.gender, strict=True) if gg == g}
-                         for g in (0, 1)}
-        counts[split] = {
-            "images": len(r.identity),
-            "identities": len(set(r.identity)),
-            **{f"{GENDER_NAMES[g]}_images": int((r.gender == g).sum()) for g in (0, 1)},
-            **{f"{GENDER_NAMES[g]}_identities": len(ids_by_gender[g]) for g in (0, 1)},
-            "genuine_pairs": int(r.pairs.same.sum()) if r.pairs is not None else 0,
-            "impostor_pairs": int((~r.pairs.same).sum()) if r.pairs is not None else 0,
-        }
-    full_settings = {
-        **settings,
-        "seed": options.seed,
-        "fractions": list(options.fractions),
-        "pairs": options.pairs,
-    }
-    info: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "san_search_version": __version__,
-        **full_settings,
-        "counts": counts,
-        "rejected": dict(Counter(_reason_kind(r.reason) for r in rejected)),
-        "fingerprint": fingerprint(full_settings, rows, raw_hashes),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **(extra_info or {}),
-    }
-    write_dataset(out, rows, prototypes, info, rejected, overwrite=overwrite)
-    return info
 
 
 def _reason_kind(reason: str) -> str:
@@ -162,14 +170,7 @@ def prepare(
     identities with 2+ images) runs before the first image is decoded.
     """
     options = options or BuildOptions()
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    check_size(size)
-    crop = DEFAULT_CROP[fmt] if crop is None else crop
-    if not 0 < crop <= 1:
-        raise DataError(f"--crop must be in (0, 1] (a fraction of the shorter side), got {crop}")
-    if max_per_identity < 0:
-        raise DataError(f"--max-per-identity must be >= 0 (0 = no cap), got {max_per_identity}")
+    crop = _check_settings(fmt, size, crop, max_per_identity)
     out = Path(out).absolute()
     check_output(out, overwrite)
     root = Path(root).absolute()
@@ -197,20 +198,8 @@ def prepare(
         f"(at most {max_per_identity or 'all'} per identity) at {size} px"
     )
     settings = Settings(size=size, crop=crop, detect=detect)
-    images = np.zeros((len(records), size, size), np.uint8)
-    ok = np.zeros(len(records), bool)
-    raw_hashes: list[str] = []
     rejected = list(listing.rejected)
-    step = max(1, len(records) // 10)
-    for i, dec in enumerate(decode_many([r.path for r in records], settings, workers=workers)):
-        if dec.pixels is None:
-            rejected.append(Rejection(records[i].source, dec.error or "unreadable"))
-        else:
-            images[i] = np.frombuffer(dec.pixels, np.uint8).reshape(size, size)
-            ok[i] = True
-        raw_hashes.append(dec.raw_sha256)
-        if (i + 1) % step == 0 or i + 1 == len(records):
-            progress(f"  decoded {i + 1}/{len(records)} ({time.perf_counter() - t0:.1f} s)")
+    images, ok, raw_hashes = _decode(records, settings, workers, rejected, progress, t0)
     kept = np.flatnonzero(ok)
     info = build_dataset(
         out,
@@ -232,6 +221,41 @@ def prepare(
         extra_info={"root": str(root), "seconds": round(time.perf_counter() - t0, 1)},
     )
     return info
+
+
+def _check_settings(fmt: str, size: int, crop: float | None, max_per_identity: int) -> float:
+    """The checks on `prepare`'s settings; returns the crop (the format's default if None)."""
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    check_size(size)
+    crop = DEFAULT_CROP[fmt] if crop is None else crop
+    if not 0 < crop <= 1:
+        raise DataError(f"--crop must be in (0, 1] (a fraction of the shorter side), got {crop}")
+    if max_per_identity < 0:
+        raise DataError(f"--max-per-identity must be >= 0 (0 = no cap), got {max_per_identity}")
+    return crop
+
+
+def _decode(records: list[Record], settings: Settings, workers: int | None,
+            rejected: list[Rejection], progress: Progress, t0: float
+            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Decode every record's image: (images, which decoded, raw SHA-256 of each file).
+    Undecodable images are appended to `rejected`; progress is reported every tenth."""
+    size = settings.size
+    images = np.zeros((len(records), size, size), np.uint8)
+    ok = np.zeros(len(records), bool)
+    raw_hashes: list[str] = []
+    step = max(1, len(records) // 10)
+    for i, dec in enumerate(decode_many([r.path for r in records], settings, workers=workers)):
+        if dec.pixels is None:
+            rejected.append(Rejection(records[i].source, dec.error or "unreadable"))
+        else:
+            images[i] = np.frombuffer(dec.pixels, np.uint8).reshape(size, size)
+            ok[i] = True
+        raw_hashes.append(dec.raw_sha256)
+        if (i + 1) % step == 0 or i + 1 == len(records):
+            progress(f"  decoded {i + 1}/{len(records)} ({time.perf_counter() - t0:.1f} s)")
+    return images, ok, raw_hashes
 
 
 def summary_table(info: dict[str, Any], out: Path | None = None) -> str:

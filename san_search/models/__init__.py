@@ -1,6 +1,18 @@
 """Model registries: autoencoders, gender classifiers and face matchers (`create`,
-`list_models`, `register`)."""
+`list_models`, `register`, `builder`).
 
-from san_search.models.registry import KINDS, UnknownModelError, create, list_models, register
+Importing this package imports every model family, and each family registers its builders
+with `registry` as it is imported; the registry itself imports no family (no import loop).
+"""
 
-__all__ = ["KINDS", "UnknownModelError", "create", "list_models", "register"]
+from san_search.models import autoencoders, gender, matchers  # noqa: F401  (they register)
+from san_search.models.registry import (
+    KINDS,
+    UnknownModelError,
+    builder,
+    create,
+    list_models,
+    register,
+)
+
+__all__ = ["KINDS", "UnknownModelError", "builder", "create", "list_models", "register"]

@@ -11,15 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from san_search.models.inputs import MIN_INPUT, normalise
 from san_search.models.registry import register
-
-# ImageNet architectures downsample 32x: a 32 px face would end as a 1x1 map. Inputs smaller
-# than this are upsampled first (bilinear), trading compute for a usable feature map.
-MIN_INPUT = 64
-
-
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    return (x - 0.5) / 0.25
 
 
 class PaperCNN(nn.Module):
@@ -39,7 +32,7 @@ class PaperCNN(nn.Module):
                                   nn.Linear(cin, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(_normalise(x)))
+        return self.head(self.features(normalise(x)))
 
 
 class TimmClassifier(nn.Module):
@@ -57,7 +50,7 @@ class TimmClassifier(nn.Module):
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False)
-        out: torch.Tensor = self.body(_normalise(x))
+        out: torch.Tensor = self.body(normalise(x))
         return out
 
 

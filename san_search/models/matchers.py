@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from san_search.models.gender import MIN_INPUT, _normalise
+from san_search.models.inputs import MIN_INPUT, normalise
 from san_search.models.registry import register
 
 
@@ -39,7 +39,7 @@ class TimmMatcher(nn.Module):
         if x.shape[-1] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False)
-        return F.normalize(self.embed(self.body(_normalise(x))), dim=1)
+        return F.normalize(self.embed(self.body(normalise(x))), dim=1)
 
 
 class CosFace(nn.Module):

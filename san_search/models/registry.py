@@ -1,5 +1,9 @@
 """One registry per model kind (autoencoder, gender, matcher), timm-style.
 
+The registry imports no model family: each family registers its builders when it is
+imported, and `san_search.models` imports them all, so any import of the package (or of this
+module through it) sees every model.
+
 `register(kind)` is a plain decorator that stores a builder function under its name;
 `create(kind, name, **cfg)` calls it; `list_models(kind)` lists the names. An unknown name is
 answered with the closest registered ones.
@@ -18,7 +22,6 @@ from san_search.errors import UnknownModelError
 KINDS = ("autoencoder", "gender", "matcher")
 _REGISTRY: dict[str, dict[str, Callable[..., nn.Module]]] = {k: {} for k in KINDS}
 F = TypeVar("F", bound=Callable[..., nn.Module])
-
 
 
 def _check_kind(kind: str) -> None:
@@ -42,13 +45,13 @@ def register(kind: str, name: str | None = None) -> Callable[[F], F]:
 
 def list_models(kind: str) -> list[str]:
     """Registered names of `kind`, sorted."""
-    _ensure_loaded()
     _check_kind(kind)
     return sorted(_REGISTRY[kind])
 
 
 def builder(kind: str, name: str) -> Callable[..., nn.Module]:
-    _ensure_loaded()
+    """The builder registered as `name` for `kind`; an unknown name is answered with the
+    closest registered ones (UnknownModelError)."""
     _check_kind(kind)
     if name not in _REGISTRY[kind]:
         close = difflib.get_close_matches(name, _REGISTRY[kind], n=3, cutoff=0.4)
@@ -61,8 +64,3 @@ def builder(kind: str, name: str) -> Callable[..., nn.Module]:
 def create(kind: str, name: str, **cfg: Any) -> nn.Module:
     """Build a registered model with random weights."""
     return builder(kind, name)(**cfg)
-
-
-def _ensure_loaded() -> None:
-    # The model families register themselves on import.
-    from san_search.models import autoencoders, gender, matchers  # noqa: F401
