@@ -103,15 +103,17 @@ def cmd_zoo_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from san_search.config import load_candidate
+    import dataclasses
+
+    from san_search.config import load_candidate_file
     from san_search.experiment import run_candidate
 
-    cfg = load_candidate(args.config)
+    cfg, resources = load_candidate_file(args.config)
     summary = run_candidate(
         cfg, Path(args.data), Path(args.zoo), tracking_uri=args.tracking_uri,
         experiment=args.experiment, out=Path(args.out), name=args.name,
-        resume_from=args.resume_from, max_failures=args.max_failures,
-        ray_address=args.ray_address,
+        resume_from=args.resume_from, ray_address=args.ray_address,
+        resources=dataclasses.replace(resources, max_failures=args.max_failures),
     )
     print(f"{'alpha':>5} {'privacy':>8} {'utility':>8} {'SSIM':>6}   (val pool means)")
     for p in summary["curve"]:
@@ -164,7 +166,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                            args.sampler, args.seed, args.scheduler)
         space_path = _space_path(args.space)
         if args.check:
-            space, ds, _ = search._bind(space_path, overrides, Path(args.data), Path(args.zoo))
+            space, ds, _ = search.bind(space_path, overrides, Path(args.data), Path(args.zoo))
             print(f"{space_path}: OK against {Path(args.zoo).absolute()} ({ds.size} px)")
             for k, v in space.describe().items():
                 print(f"  {k}: {v}")
