@@ -175,8 +175,7 @@ def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Cand
     (downloaded from its MLflow child run into <folder>/ensemble/candidates/)."""
     import mlflow
     from san_search import tracking
-    from san_search.search import SearchRecord
-    from san_search.search_space import load_search_space
+    from san_search.search import SearchRecord, load_search_space
     from san_search.tracking import FINALIZED_TAG, TRIAL_TAG, child_runs, client_for
 
     record = SearchRecord.load(folder)
