@@ -244,7 +244,9 @@ def _tuner(record: SearchRecord, ctx: TrialContext, resume: bool) -> Tuner:
             failure_config=tune.FailureConfig(max_failures=0)))
 
 
-def _start_board(ctx: TrialContext, log: Log) -> None:
+def _start_board(ctx: TrialContext, log: Log) -> Any:
+    """The MO-ASHA board actor; the caller holds the handle while the search runs (an
+    actor whose last handle goes is destroyed, named or not)."""
     import ray
 
     from san_search.search.moasha import start_board
@@ -256,15 +258,16 @@ def _start_board(ctx: TrialContext, log: Log) -> None:
                         state_file=Path(ctx.folder) / MOASHA_FILE)
     log(f"MO-ASHA rungs at epochs {ray.get(board.rungs.remote())}, keeping the best "
         f"1/{space.scheduler.reduction_factor} by non-dominated rank")
+    return board
 
 
 def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) -> dict[str, Any]:
     ctx = TrialContext.of(record, space)
     client = tracking.client_for(record.tracking_uri)
     try:
-        if ctx.board:
-            _start_board(ctx, log)
+        board = _start_board(ctx, log) if ctx.board else None
         grid = _tuner(record, ctx, resume).fit()
+        del board  # held until every trial has asked it
     except KeyboardInterrupt:
         hint = record.resume_hint()
         client.set_tag(record.parent_run_id, "resume", hint)
