@@ -29,7 +29,15 @@ from san_search.evaluate import (
     san_transform,
     trade_off_curve,
 )
-from san_search.metric_names import ALPHA, CURVE_COLUMNS, final
+from san_search.metric_names import (
+    ALPHA,
+    CURVE_COLUMNS,
+    PRIVACY_MEAN,
+    SSIM,
+    UTILITY_MEAN,
+    final,
+    val,
+)
 from san_search.train import EpochHooks, check_candidate, fit, load_san
 from san_search.zoo import open_zoo
 
@@ -64,7 +72,7 @@ def final_evaluation(checkpoint: str | Path, data: str | Path, zoo: str | Path,
     x_san = san_transform(model, ds.prototypes, val.gender, device)(val.images)
     curve = trade_off_curve(scorer, x, x_san)
     base = baselines if baselines is not None else baseline_curves(scorer)
-    u = curve[-1]["utility_mean"]
+    u = curve[-1][UTILITY_MEAN]
     matched = {f"{k}_privacy_at_san_utility": privacy_at_utility(v, u) for k, v in base.items()}
     return FinalEvaluation(curve, base, matched, x, x_san, val.gender)
 
@@ -77,14 +85,14 @@ def curve_figure(ev: FinalEvaluation, title: str) -> Any:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    ax.plot([p["utility_mean"] for p in ev.curve], [p["privacy_mean"] for p in ev.curve],
+    ax.plot([p[UTILITY_MEAN] for p in ev.curve], [p[PRIVACY_MEAN] for p in ev.curve],
             "o-", label="SAN (alpha 0 to 1)")
     for a, p in zip((p["alpha"] for p in ev.curve), ev.curve, strict=True):
-        ax.annotate(f"{a:g}", (p["utility_mean"], p["privacy_mean"]), fontsize=7,
+        ax.annotate(f"{a:g}", (p[UTILITY_MEAN], p[PRIVACY_MEAN]), fontsize=7,
                     textcoords="offset points", xytext=(3, 3))
     for name, style in (("noise", "s--"), ("blur", "^--")):
         pts = ev.baselines[name]
-        ax.plot([p["utility_mean"] for p in pts], [p["privacy_mean"] for p in pts], style,
+        ax.plot([p[UTILITY_MEAN] for p in pts], [p[PRIVACY_MEAN] for p in pts], style,
                 label=f"Gaussian {name}", alpha=0.8)
     ax.set_xlabel("utility (TAR@1%FAR retention, val pool mean)")
     ax.set_ylabel("privacy (1 - |2 AUC - 1|, val pool mean)")
@@ -177,9 +185,9 @@ def _finish(result: Any, data: Path, zoo: Path, name: str, uri: str, run_id: str
     """A trained candidate's final evaluation into its run; the summary."""
     last = result.metrics or {}
     log(f"  trained {last.get('epoch', '?')} epochs: val privacy "
-        f"{last.get('val_privacy_mean', float('nan')):.3f} utility "
-        f"{last.get('val_utility_mean', float('nan')):.3f} SSIM "
-        f"{last.get('val_ssim', float('nan')):.3f}")
+        f"{last.get(val(PRIVACY_MEAN), float('nan')):.3f} utility "
+        f"{last.get(val(UTILITY_MEAN), float('nan')):.3f} SSIM "
+        f"{last.get(val(SSIM), float('nan')):.3f}")
     with result.checkpoint.as_directory() as ckpt, tempfile.TemporaryDirectory() as t:
         local = Path(t) / "checkpoint"
         shutil.copytree(ckpt, local)

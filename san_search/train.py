@@ -30,6 +30,7 @@ from san_search.errors import CandidateError, NonFiniteLoss
 from san_search.evaluate import PoolScorer, load_pool, san_transform
 from san_search.evaluators import as_float
 from san_search.losses import san_loss
+from san_search.metric_names import val
 from san_search.models import create
 from san_search.zoo import Zoo, open_zoo
 
@@ -183,7 +184,7 @@ class SanTrainer:
     def evaluate(self) -> dict[str, float]:
         """Val-pool scores of the SAN's privacy output (alpha = 1)."""
         m = self.scorer().score(self.perturb_val())
-        return {f"val_{k}": v for k, v in m.items()}
+        return {val(k): v for k, v in m.items()}
 
     # -------------------------------------------------------------- checkpoints
     def save(self, folder: str | Path) -> None:

@@ -166,7 +166,8 @@ def format_table(rows: Sequence[TrialRow | Mapping[str, Any]]) -> str:
 
 def _short(key: str) -> str:
     """A column head: the pool metric's label for a `val_` key (`val_ssim` -> SSIM)."""
-    pool = key[len("val_"):] if key.startswith("val_") else key
+    stage = mn.val("")
+    pool = key[len(stage):] if key.startswith(stage) else key
     return mn.LABELS.get(pool, key).replace(" (worst)", "_min")
 
 
