@@ -47,7 +47,7 @@ def _san_speed(data: Path, zoo: Path, device: str, amp: bool, batch: int, steps:
 
     cfg = CandidateConfig(aux_gender=("gender_aux_paper_cnn",),
                           aux_matcher="matcher_aux_resnet10t", depth=3, width=width,
-                          batch_size=batch, amp=amp, use_gpu=device == "cuda")
+                          batch_size=batch, amp=amp)
     t = SanTrainer(cfg, data, zoo, device=device)
     rng = np.random.default_rng(0)
     for i in range(steps + 3):

@@ -35,7 +35,7 @@ def trial(data: Path, zoo: Path, device: str, params: dict[str, Any]) -> dict[st
     cfg = CandidateConfig(autoencoder="san_conv", depth=1, skip=True, batch_size=32,
                           images_per_epoch=256, epochs=2, matcher_warmup=0,
                           aux_gender=("gender_aux_paper_cnn",),
-                          aux_matcher="matcher_aux_resnet10t", use_gpu=device == "cuda",
+                          aux_matcher="matcher_aux_resnet10t",
                           **params)
     t0 = time.perf_counter()
     t = SanTrainer(cfg, data, zoo, device=device)

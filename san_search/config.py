@@ -37,7 +37,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -47,7 +47,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         errors = []
         for a in inner:
             try:
-                return _coerce(value, a, where)
+                return coerce(value, a, where)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
@@ -55,12 +55,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         key_tp, value_tp = typing.get_args(tp)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {_coerce(k, key_tp, where): _coerce(v, value_tp, f"{where}.{k}")
+        return {coerce(k, key_tp, where): coerce(v, value_tp, f"{where}.{k}")
                 for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
@@ -97,7 +97,7 @@ def load_dataclass(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(
             f"{where}: unknown key '{key}'{hint} (allowed: {', '.join(sorted(fields))})"
         )
-    kwargs = {k: _coerce(v, hints[k], f"{where}: key '{k}'") for k, v in data.items()}
+    kwargs = {k: coerce(v, hints[k], f"{where}: key '{k}'") for k, v in data.items()}
     missing = [
         n for n, f in fields.items()
         if n not in kwargs and f.default is dataclasses.MISSING
@@ -235,10 +235,6 @@ class CandidateConfig:
     images_per_epoch: int = 0  # 0 = every train image each epoch; else a seeded sample
     seed: int = 0
     amp: bool = False  # bfloat16 autocast (CUDA); float32 otherwise
-    num_workers: int = 1  # Ray Train workers (DDP when more than one)
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0  # when use_gpu; fractions let small SANs share a GPU
 
     def __post_init__(self) -> None:
         if not self.aux_gender:
@@ -249,7 +245,7 @@ class CandidateConfig:
         for key in ("w_rec", "w_gender", "w_matcher"):
             if getattr(self, key) < 0:
                 raise ValueError(f"key '{key}' must be >= 0, got {getattr(self, key)}")
-        for key in ("epochs", "batch_size", "num_workers"):
+        for key in ("epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key '{key}' must be at least 1, got {getattr(self, key)}")
         if self.matcher_warmup < 0:
@@ -272,7 +268,9 @@ class CandidateConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "candidate") -> CandidateConfig:
         """Inverse of `to_dict`, through the validating loader (errors name `where` and the
-        key). `aux_gender` may be "a+b" or a list (checkpoints written before 0.2)."""
+        key). `aux_gender` may be "a+b" or a list (checkpoints written before 0.2); the
+        resource keys that checkpoints carried before `TrainResources` are dropped."""
+        data = {k: v for k, v in data.items() if k not in RESOURCE_KEYS}
         aux = data.get("aux_gender")
         if isinstance(aux, str):
             data = {**data, "aux_gender": [a for a in aux.split(LIST_SEP) if a]}
@@ -283,9 +281,73 @@ class CandidateConfig:
         return {k: str(v) for k, v in self.to_dict().items()}
 
 
-def load_candidate(path: str | Path) -> CandidateConfig:
+# ------------------------------------------------------------------ how a candidate runs
+
+# Keys that once sat at the top level of a candidate (and of its checkpoints' JSON).
+RESOURCE_KEYS = ("num_workers", "use_gpu", "cpus_per_worker", "gpus_per_worker")
+RESERVED_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+@dataclass(frozen=True)
+class TrainResources:
+    """Where and how one candidate trains on Ray: not part of the candidate (a checkpoint or
+    an export does not carry it), set by a search space's `resources:` section or a
+    candidate YAML's optional `resources:` mapping."""
+
+    num_workers: int = 1  # Ray Train workers per candidate (DDP when more than one)
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0  # when use_gpu; fractions let several small SANs share a GPU
+    max_failures: int = 1  # restarts of dead workers from the last checkpoint
+    # Ray custom resources each Train worker needs, e.g. {gpu_node: 1} to pin trials to a
+    # node type of a cluster (nodes advertise them with `ray start --resources`).
+    custom: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.cpus_per_worker <= 0:
+            raise ValueError("need num_workers >= 1 and cpus_per_worker > 0")
+        if self.use_gpu and self.gpus_per_worker <= 0:
+            raise ValueError("gpus_per_worker must be > 0 with use_gpu")
+        if self.max_failures < 0:
+            raise ValueError("max_failures must be >= 0")
+        custom = self.custom or {}
+        if not isinstance(custom, dict) or not all(
+                isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and v > 0 for k, v in custom.items()):
+            raise ValueError("custom must map resource names to positive amounts, like "
+                             f"{{gpu_node: 1}}; got {self.custom!r}")
+        reserved = sorted(set(custom) & set(RESERVED_RESOURCES))
+        if reserved:
+            raise ValueError(f"custom: {', '.join(reserved)} are set with cpus_per_worker / "
+                             "gpus_per_worker, not as custom resources")
+
+    def per_worker(self) -> dict[str, float]:
+        """Ray resources of one Train worker."""
+        out = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            out["GPU"] = self.gpus_per_worker
+        out.update(self.custom or {})
+        return out
+
+
+def load_candidate_file(path: str | Path) -> tuple[CandidateConfig, TrainResources]:
+    """A candidate YAML: candidate keys, and an optional `resources:` mapping
+    (`TrainResources`). The flat resource keys of old files are refused with where they go."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of candidate keys")
-    return CandidateConfig.from_dict(data, str(path))
+    moved = [k for k in RESOURCE_KEYS if k in data]
+    if moved:
+        raise ConfigError(f"{path}: key '{moved[0]}' moved under 'resources:' (resources are "
+                          f"not part of the candidate), like `resources: {{{moved[0]}: "
+                          f"{data[moved[0]]}}}`")
+    raw = data.get("resources") or {}
+    resources = load_dataclass(TrainResources, raw, f"{path}: resources")
+    cand = {k: v for k, v in data.items() if k != "resources"}
+    return CandidateConfig.from_dict(cand, str(path)), resources
+
+
+def load_candidate(path: str | Path) -> CandidateConfig:
+    """The candidate of a candidate YAML (its `resources:` checked, then left out)."""
+    return load_candidate_file(path)[0]

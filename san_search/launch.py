@@ -83,7 +83,7 @@ class Plan:
 def remote_space(space: str) -> str:
     """The search space as the head node sees it: a shipped name stays a name; a file must
     live in this repository (synced to ~/san-search) and is checked here first."""
-    from san_search.search_space import load_search_space
+    from san_search.search import load_search_space
 
     path = Path(space)
     if not path.suffix and not path.is_file():

@@ -1,13 +1,22 @@
-"""MLflow: where runs go (tracking URI resolution, reachability checked before any work),
-experiments with explicit artifact locations, and small logging helpers."""
+"""MLflow, in one place: where runs go (tracking URI resolution, reachability checked before
+any work), experiments with explicit artifact locations, the tags this tool sets, a search's
+child runs (created, found again, failed), per-epoch logging from a Train worker
+(`EpochLogger`, a picklable epoch hook), a candidate's artefacts and tables, and the search
+parent run's front."""
 
 from __future__ import annotations
 
 import os
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from san_search.errors import TrackingError
 
@@ -18,6 +27,9 @@ TRIAL_TAG = "san_search.trial_id"  # a candidate's Tune trial id
 SEARCH_TAG = "san_search.search"  # the search a run belongs to
 FINALIZED_TAG = "san_search.finalized"  # "1" once a candidate's final curve is logged
 KIND_TAG = "san_search.kind"  # search | candidate | ensemble | zoo
+ERROR_TAG = "error"  # why a run failed (the exception, cut to MAX_TAG)
+EPOCHS_TAG = "san_search.epochs_trained"
+MAX_TAG = 5000  # characters of an error message kept in a tag
 # The MLflow UI opens an experiment of this kind on its training runs, not its GenAI view.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -145,6 +157,128 @@ def replace_table(client: Any, run_id: str, data: dict[str, list[Any]], artifact
     entry = {"path": artifact_file, "type": "table"}
     if entry not in listed:
         client.set_tag(run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps([*listed, entry]))
+
+
+# ------------------------------------------------------------------ runs of this tool
+
+def fail_run(client: Any, run_id: str, message: str) -> None:
+    """Mark a run FAILED with the reason in its `error` tag."""
+    client.set_tag(run_id, ERROR_TAG, message[:MAX_TAG])
+    client.set_terminated(run_id, status="FAILED")
+
+
+def log_params(client: Any, run_id: str, params: Mapping[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+
+def open_child(client: Any, experiment_id: str, parent_run_id: str, trial_id: str, *,
+               run_name: str, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+    """The child run of one search trial: found again by trial id (a restored trial keeps
+    its run) or created; returns its run id, RUNNING."""
+    run = find_child(client, experiment_id, parent_run_id, trial_id)
+    if run is not None and any(run.data.params.get(k) != v for k, v in params.items()):
+        # A child created just before the driver was killed, for a trial the restored search
+        # never recorded: its id was handed out again. Drop the orphan.
+        client.delete_run(run.info.run_id)
+        run = None
+    if run is None:
+        run = client.create_run(experiment_id, run_name=run_name, tags={
+            "mlflow.parentRunId": parent_run_id, TRIAL_TAG: trial_id, **tags})
+        log_params(client, run.info.run_id, params)
+    else:
+        client.update_run(run.info.run_id, status="RUNNING")
+    return str(run.info.run_id)
+
+
+@contextmanager
+def candidate_run(uri: str, experiment_id: str, name: str, tags: Mapping[str, str],
+                  params: Mapping[str, str]) -> Iterator[str]:
+    """A top-level candidate run (`san-search train`): FINISHED when the block ends, FAILED
+    with the error when it raises."""
+    client = client_for(uri)
+    run_id = client.create_run(experiment_id, run_name=name,
+                               tags={KIND_TAG: "candidate", **tags}).info.run_id
+    log_params(client, run_id, params)
+    try:
+        yield str(run_id)
+    except BaseException as exc:
+        fail_run(client, run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+
+
+@dataclass
+class EpochLogger:
+    """An epoch hook for the Train loop (rank 0): each epoch's metrics straight into the
+    candidate's run, as they happen. Picklable: Ray ships it to the worker, where the client
+    is made on first use, and the run is tagged with the node that trains it."""
+
+    tracking_uri: str
+    run_id: str
+    _client: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id, "_client": None}
+
+    def __call__(self, metrics: Mapping[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        if self._client is None:
+            self._client = client_for(self.tracking_uri)
+            self._tag_node()
+        step, now = int(metrics["epoch"]), int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                 if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)
+                 and np.isfinite(v)]
+        self._client.log_batch(self.run_id, metrics=batch)
+
+    def _tag_node(self) -> None:
+        try:  # where rank 0 trains: shows which node of a cluster ran the candidate
+            import ray
+
+            node = {"san_search.node_id": ray.get_runtime_context().get_node_id(),
+                    "san_search.node_ip": ray.util.get_node_ip_address()}
+            for k, v in node.items():
+                self._client.set_tag(self.run_id, k, v)
+        except Exception:  # noqa: S110 (outside Ray: nothing to record)
+            pass
+
+
+def log_candidate(client: Any, run_id: str, *, tables: Mapping[str, dict[str, list[Any]]],
+                  figures: Mapping[str, Any], images: Mapping[str, np.ndarray],
+                  weights: str | Path, metrics: Mapping[str, float]) -> None:
+    """A candidate's final artefacts: tables (MLflow's table JSON), figures (closed after
+    logging), images, the weights folder and metrics."""
+    import matplotlib.pyplot as plt
+    from mlflow.entities import Metric
+
+    for name, table in tables.items():
+        client.log_table(run_id, table, artifact_file=name)
+    for name, fig in figures.items():
+        client.log_figure(run_id, fig, name)
+        plt.close(fig)
+    for name, image in images.items():
+        client.log_image(run_id, image, artifact_file=name)
+    client.log_artifacts(run_id, str(weights), artifact_path="weights")
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def log_front(client: Any, parent_run_id: str, *, trials: dict[str, list[Any]],
+              front: dict[str, list[Any]], figure: Any, metrics: Mapping[str, float],
+              step: int) -> None:
+    """A search parent run's refresh: the trials and Pareto-front tables (replaced, not
+    appended), the front figure, and metrics such as the hypervolume at `step`."""
+    import matplotlib.pyplot as plt
+
+    replace_table(client, parent_run_id, trials, "trials.json")
+    replace_table(client, parent_run_id, front, "pareto_front.json")
+    client.log_figure(parent_run_id, figure, "pareto_front.png")
+    plt.close(figure)
+    for k, v in metrics.items():
+        client.log_metric(parent_run_id, k, float(v), step=step)
 
 
 # ------------------------------------------------------------------ a local server

@@ -4,17 +4,18 @@ PyTorch `SanTrainer` (so one step also runs without Ray: a GPU check, a notebook
 Each epoch trains on this worker's shard of the train split, then rank 0 scores the SAN's
 privacy output on the val pool and every worker reports; a checkpoint (safetensors weights,
 optimizer state, epoch) goes with each report, and a restarted run resumes from the latest.
-No Tune, Optuna or MLflow here.
+No Tune, Optuna or MLflow here: the caller passes `EpochHooks` (per-epoch logging, the
+early-stopping question) and Ray Train callbacks (a search forwards reports to Tune).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from san_search.config import CandidateConfig
+from san_search.config import CandidateConfig, TrainResources
 from san_search.data import open_dataset
 from san_search.errors import CandidateError, NonFiniteLoss
 from san_search.evaluate import PoolScorer, load_pool, san_transform
 from san_search.evaluators import as_float
 from san_search.losses import san_loss
+from san_search.metric_names import val
 from san_search.models import create
 from san_search.zoo import Zoo, open_zoo
 
@@ -36,6 +38,18 @@ WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 STATE = "trainer.json"
 
+
+@dataclass(frozen=True)
+class EpochHooks:
+    """What the Train loop calls each epoch besides Ray Train's report. Both must be
+    picklable (module-level classes or functions): they travel in the loop's config.
+
+    `log(metrics)`: rank 0, every epoch (e.g. `tracking.EpochLogger`).
+    `early_stop(epoch, metrics)`: every rank, every epoch; rank 0 passes its metrics, the
+    others None. Returns None when it was not asked at this epoch, else True to stop."""
+
+    log: Callable[[Mapping[str, Any]], None] | None = None
+    early_stop: Callable[[int, Mapping[str, Any] | None], bool | None] | None = None
 
 
 def check_candidate(cfg: CandidateConfig, zoo: Zoo, image_size: int) -> None:
@@ -170,7 +184,7 @@ class SanTrainer:
     def evaluate(self) -> dict[str, float]:
         """Val-pool scores of the SAN's privacy output (alpha = 1)."""
         m = self.scorer().score(self.perturb_val())
-        return {f"val_{k}": v for k, v in m.items()}
+        return {val(k): v for k, v in m.items()}
 
     # -------------------------------------------------------------- checkpoints
     def save(self, folder: str | Path) -> None:
@@ -180,7 +194,7 @@ class SanTrainer:
         tensors, rest = _flatten_optimizer(self.opt.state_dict())
         save_file(tensors, str(folder / OPTIMIZER))
         (folder / STATE).write_text(json.dumps({
-            "epoch": self.epoch, "optimizer": rest, "config": dataclasses.asdict(self.cfg),
+            "epoch": self.epoch, "optimizer": rest, "config": self.cfg.to_dict(),
             "data_fingerprint": self.ds.fingerprint, "rng": self.rng.bit_generator.state,
         }))
 
@@ -199,56 +213,29 @@ def load_san(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, Candid
     """Rebuild a trained SAN from a checkpoint folder (no optimizer)."""
     folder = Path(folder)
     state = json.loads((folder / STATE).read_text())
-    raw = state["config"]
-    cfg = CandidateConfig(**{**raw, "aux_gender": tuple(raw["aux_gender"])})
+    cfg = CandidateConfig.from_dict(state["config"], str(folder / STATE))
     model = create("autoencoder", cfg.autoencoder, **cfg.autoencoder_kwargs())
     model.load_state_dict(load_file(str(folder / WEIGHTS), device=device))
     return model.eval(), cfg
 
 
 
-def _epoch_logger(config: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-    """Per-epoch metrics straight into the candidate's MLflow run (rank 0), as they happen."""
-    target = config.get("mlflow")
-    if not target:
-        return lambda metrics: None
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(target["tracking_uri"])
-    try:  # where rank 0 trains: shows which node of a cluster ran the candidate
-        import ray
-
-        node = {"san_search.node_id": ray.get_runtime_context().get_node_id(),
-                "san_search.node_ip": ray.util.get_node_ip_address()}
-        for k, v in node.items():
-            client.set_tag(target["run_id"], k, v)
-    except Exception:  # noqa: S110 (outside Ray: nothing to record)
-        pass
-
-    def log(metrics: dict[str, Any]) -> None:
-        step, now = int(metrics["epoch"]), int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                 if k != "epoch" and isinstance(v, (int, float)) and not isinstance(v, bool)
-                 and np.isfinite(v)]
-        client.log_batch(target["run_id"], metrics=batch)
-
-    return log
+def _noop(metrics: Mapping[str, Any]) -> None:
+    return None
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """The Ray Train loop: config = {"candidate": dict, "data": path, "zoo": path} and
-    optionally "resume_from" (a checkpoint folder), "mlflow" ({tracking_uri, run_id}) and
-    "early_stop" ({board, trial_id, rungs}: ask the search's MO-ASHA board at rung epochs
-    and end the run when it says STOP)."""
+    """The Ray Train loop: config = {"candidate": `CandidateConfig.to_dict()`, "data": path,
+    "zoo": path, "threads": torch threads per worker} and optionally "resume_from" (a
+    checkpoint folder) and "hooks" (`EpochHooks`)."""
     import ray.train
     import ray.train.torch
 
-    raw = config["candidate"]
-    cfg = CandidateConfig(**{**raw, "aux_gender": tuple(raw["aux_gender"])})
+    cfg = CandidateConfig.from_dict(config["candidate"], "train loop config")
+    hooks: EpochHooks = config.get("hooks") or EpochHooks()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
     device = ray.train.torch.get_device()
 
     def wrap(model: nn.Module) -> nn.Module:
@@ -264,6 +251,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             trainer.load(folder)
     elif config.get("resume_from"):
         trainer.load(config["resume_from"])
+
     def report(metrics: dict[str, Any]) -> None:
         """Report to Ray Train with a checkpoint of the current state (rank 0 writes it)."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -273,8 +261,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
-    log_epoch = _epoch_logger(config) if rank == 0 else (lambda metrics: None)
-    early = config.get("early_stop")  # {board, trial_id, rungs}: MO-ASHA asked at rungs
+    log_epoch = hooks.log if rank == 0 and hooks.log is not None else _noop
     fail_after = os.environ.get("SAN_SEARCH_FAIL_AFTER_EPOCH")
     while trainer.epoch < cfg.epochs:
         if fail_after == str(trainer.epoch) and ckpt is None and rank == 0:
@@ -282,79 +269,72 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             # a checkpoint (the pause lets the controller register that checkpoint first).
             time.sleep(5)
             os._exit(1)
-        t0 = time.perf_counter()
-        metrics: dict[str, Any] = {"epoch": trainer.epoch + 1}
         try:
-            metrics.update(trainer.train_epoch())
-            metrics["train_seconds"] = time.perf_counter() - t0
+            metrics = _run_epoch(trainer, rank)
         except FloatingPointError as exc:
             # Report instead of raising: Ray Train would retry a deterministic failure.
             report({"epoch": trainer.epoch, "non_finite_loss": str(exc)})
             return
-        if rank == 0:
-            t1 = time.perf_counter()
-            metrics.update(trainer.evaluate())
-            metrics["eval_seconds"] = time.perf_counter() - t1
-        metrics["epoch_seconds"] = time.perf_counter() - t0
         log_epoch(metrics)
-        stop = False
-        if early and trainer.epoch in early["rungs"]:
-            from san_search.moasha import ask_board
-
-            decision = ask_board(early["board"], early["trial_id"], trainer.epoch,
-                                 metrics if rank == 0 else None)
-            stop = decision == "STOP"
-            metrics["early_stopped"] = float(stop)
+        stop = None
+        if hooks.early_stop is not None:
+            stop = hooks.early_stop(trainer.epoch, metrics if rank == 0 else None)
+            if stop is not None:
+                metrics["early_stopped"] = float(stop)
         report(metrics)
         if stop:
             break
 
 
-def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path: str | Path,
-        name: str, max_failures: int = 0, resume_from: str | Path | None = None,
-        mlflow_run: tuple[str, str] | None = None, in_tune: bool = False,
-        early_stop: dict[str, Any] | None = None,
-        extra_resources: dict[str, float] | None = None) -> Any:
-    """Run the loop on a `TorchTrainer` with `cfg.num_workers` workers; returns Ray's Result.
+def _run_epoch(trainer: SanTrainer, rank: int) -> dict[str, Any]:
+    """Train one epoch; rank 0 also scores it on the val pool. Timings in seconds."""
+    t0 = time.perf_counter()
+    metrics: dict[str, Any] = {"epoch": trainer.epoch + 1}
+    metrics.update(trainer.train_epoch())
+    metrics["train_seconds"] = time.perf_counter() - t0
+    if rank == 0:
+        t1 = time.perf_counter()
+        metrics.update(trainer.evaluate())
+        metrics["eval_seconds"] = time.perf_counter() - t1
+    metrics["epoch_seconds"] = time.perf_counter() - t0
+    return metrics
 
-    `resume_from` continues from a checkpoint folder; `max_failures` restarts dead workers
-    from their latest checkpoint; a run of the same `name` and `storage_path` picks up where
-    it stopped; `storage_path` may be a URI (s3://...). `mlflow_run` = (tracking URI, run id)
-    receives per-epoch metrics live; `in_tune` forwards every report to the Ray Tune trial
-    that calls this; `extra_resources` are Ray custom resources per worker. Raises
-    `NonFiniteLoss` when the loss became NaN or infinite."""
+
+def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path: str | Path,
+        name: str, resources: TrainResources | None = None,
+        resume_from: str | Path | None = None, hooks: EpochHooks | None = None,
+        callbacks: Sequence[Any] = ()) -> Any:
+    """Run the loop on a `TorchTrainer` with `resources.num_workers` workers; returns Ray's
+    Result.
+
+    `resume_from` continues from a checkpoint folder; `resources.max_failures` restarts dead
+    workers from their latest checkpoint; a run of the same `name` and `storage_path` picks
+    up where it stopped; `storage_path` may be a URI (s3://...). `hooks` run each epoch in
+    the workers; `callbacks` are Ray Train callbacks (a search passes Tune's report
+    callback). Raises `NonFiniteLoss` when the loss became NaN or infinite."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    callbacks: list[Any] = []
-    if in_tune:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks.append(TuneReportCallback())
-    resources = {"CPU": cfg.cpus_per_worker}
-    if cfg.use_gpu:
-        resources["GPU"] = cfg.gpus_per_worker
-    resources.update(extra_resources or {})
+    resources = resources or TrainResources()
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"candidate": {**dataclasses.asdict(cfg),
-                                         "aux_gender": list(cfg.aux_gender)},
+        train_loop_config={"candidate": cfg.to_dict(),
                            "data": str(Path(data).absolute()),
                            "zoo": str(Path(zoo).absolute()),
+                           "threads": max(1, int(resources.cpus_per_worker)),
                            # Ray Train V2 drops `resume_from_checkpoint`: the loop loads it.
                            "resume_from": str(Path(resume_from).absolute()) if resume_from
                            else None,
-                           "mlflow": {"tracking_uri": mlflow_run[0], "run_id": mlflow_run[1]}
-                           if mlflow_run else None,
-                           "early_stop": early_stop},
-        scaling_config=ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                               resources_per_worker=resources),
+                           "hooks": hooks or EpochHooks()},
+        scaling_config=ray.train.ScalingConfig(num_workers=resources.num_workers,
+                                               use_gpu=resources.use_gpu,
+                                               resources_per_worker=resources.per_worker()),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(storage_path) if "://" in str(storage_path)
             else str(Path(storage_path).absolute()),
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
+            callbacks=list(callbacks),
         ),
     )
     result = trainer.fit()

@@ -110,3 +110,26 @@ def test_candidate_round_trips_through_its_one_serialised_form() -> None:
     assert CandidateConfig.from_dict({**d, "aux_gender": ["g_a", "g_b"]}) == cfg  # old JSON
     with pytest.raises(ConfigError, match=r"ckpt: unknown key 'learning_rate'"):
         CandidateConfig.from_dict({**d, "learning_rate": 0.1}, "ckpt")
+
+
+def test_resources_live_apart_from_the_candidate(tmp_path: Path) -> None:
+    from san_search.config import CandidateConfig, TrainResources, load_candidate_file
+
+    p = tmp_path / "c.yaml"
+    p.write_text("lr: 0.01\nresources: {num_workers: 2, cpus_per_worker: 0.5}\n")
+    cfg, res = load_candidate_file(p)
+    assert cfg.lr == 0.01 and "cpus_per_worker" not in cfg.to_dict()
+    assert res == TrainResources(num_workers=2, cpus_per_worker=0.5)
+    assert res.per_worker() == {"CPU": 0.5}
+    # The old flat keys are refused with where they go now.
+    p.write_text("lr: 0.01\ncpus_per_worker: 2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'cpus_per_worker' moved under "
+                                          r"'resources:'.*resources: \{cpus_per_worker: 2\}"):
+        load_candidate_file(p)
+    p.write_text("resources: {num_workers: 0}\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: resources: need num_workers >= 1"):
+        load_candidate_file(p)
+    # A checkpoint written before TrainResources still loads: its resource keys are dropped.
+    old = {**CandidateConfig().to_dict(), "num_workers": 2, "use_gpu": False,
+           "cpus_per_worker": 1.0, "gpus_per_worker": 1.0}
+    assert CandidateConfig.from_dict(old, "trainer.json") == CandidateConfig()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from san_search.cli import main
-from san_search.config import CandidateConfig
+from san_search.config import CandidateConfig, TrainResources
 from san_search.data import open_dataset
 from san_search.evaluate import (
     Pool,
@@ -194,11 +194,12 @@ def test_ray_train_two_workers_checkpoints_resume_and_mlflow(
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # The first worker group dies after its first checkpoint: Ray restarts it from there.
     monkeypatch.setenv("SAN_SEARCH_FAIL_AFTER_EPOCH", "1")
-    cfg = _cfg(aux_gender=("g_aux", "g_aux2"), num_workers=2, cpus_per_worker=0.5)
+    cfg = _cfg(aux_gender=("g_aux", "g_aux2"))
+    resources = TrainResources(num_workers=2, cpus_per_worker=0.5, max_failures=1)
     ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False)
     try:
         summary = run_candidate(cfg, data, zoo, tracking_uri=uri, experiment="t",
-                                out=tmp_path / "runs", name="cand", max_failures=1,
+                                out=tmp_path / "runs", name="cand", resources=resources,
                                 log=lambda _: None)
         run_dir = tmp_path / "runs" / "cand"
         checkpoints = sorted(p for p in run_dir.glob("checkpoint_*") if p.is_dir())
@@ -230,7 +231,7 @@ def test_ray_train_two_workers_checkpoints_resume_and_mlflow(
         monkeypatch.delenv("SAN_SEARCH_FAIL_AFTER_EPOCH")
         more = dataclasses.replace(cfg, epochs=3)
         result = fit(more, data, zoo, storage_path=tmp_path / "runs", name="cand-more",
-                     resume_from=last)
+                     resources=TrainResources(max_failures=0), resume_from=last)
         assert result.metrics_dataframe["epoch"].tolist() == [3]
         with result.checkpoint.as_directory() as c:
             assert json.loads((Path(c) / "trainer.json").read_text())["epoch"] == 3
@@ -245,10 +246,10 @@ def test_impossible_resources_fail_instead_of_hanging() -> None:
 
     with pytest.raises(CandidateError, match=r"needs 4 CPU \(2 worker\(s\)\); the Ray cluster has "
                                              r"2\. Lower num_workers"):
-        check_resources(_cfg(num_workers=2, cpus_per_worker=2.0), {"CPU": 2.0})
+        check_resources(TrainResources(num_workers=2, cpus_per_worker=2.0), {"CPU": 2.0})
     with pytest.raises(CandidateError, match="needs 1 GPU .* has 0"):
-        check_resources(_cfg(use_gpu=True), {"CPU": 8.0})
-    check_resources(_cfg(num_workers=2, cpus_per_worker=1.0), {"CPU": 2.0})  # fits
+        check_resources(TrainResources(use_gpu=True), {"CPU": 8.0})
+    check_resources(TrainResources(num_workers=2, cpus_per_worker=1.0), {"CPU": 2.0})  # fits
 
 
 def test_evaluate_command_prints_the_curve(problem: tuple[Path, Path], tmp_path: Path,

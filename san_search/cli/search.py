@@ -70,7 +70,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                                            args.sampler, args.seed, args.scheduler)
         space_path = _space_path(args.space)
         if args.check:
-            space, ds, _ = search._bind(space_path, overrides, Path(args.data), Path(args.zoo))
+            space, ds, _ = search.bind(space_path, overrides, Path(args.data), Path(args.zoo))
             print(f"{space_path}: OK against {Path(args.zoo).absolute()} ({ds.size} px)")
             for k, v in space.describe().items():
                 print(f"  {k}: {v}")

@@ -25,23 +25,27 @@ def add_train(sub: Subparsers) -> None:
                    "(runs/train)")
     t.add_argument("--name", default=None, help="run name (default: san-<time>)")
     t.add_argument("--resume-from", default=None, help="a checkpoint folder to continue from")
-    t.add_argument("--max-failures", type=int, default=1,
-                   help="restarts of dead workers from the last checkpoint (1)")
+    t.add_argument("--max-failures", type=int, default=None,
+                   help="restarts of dead workers from the last checkpoint (default: the "
+                        "config's resources.max_failures, 1)")
     t.add_argument("--ray-address", default=None, help="Ray cluster (default: a local Ray)")
     add_tracking_options(t, "san-search-train")
     t.set_defaults(func=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from san_search.config import load_candidate
+    import dataclasses
+
+    from san_search.config import load_candidate_file
     from san_search.experiment import run_candidate
 
-    cfg = load_candidate(args.config)
+    cfg, resources = load_candidate_file(args.config)
+    if args.max_failures is not None:  # the flag wins over the file
+        resources = dataclasses.replace(resources, max_failures=args.max_failures)
     summary = run_candidate(
         cfg, Path(args.data), Path(args.zoo), tracking_uri=args.tracking_uri,
         experiment=args.experiment, out=Path(args.out), name=args.name,
-        resume_from=args.resume_from, max_failures=args.max_failures,
-        ray_address=args.ray_address,
+        resume_from=args.resume_from, ray_address=args.ray_address, resources=resources,
     )
     print(f"{'alpha':>5} {'privacy':>8} {'utility':>8} {'SSIM':>6}   (val pool means)")
     for p in summary["curve"]:

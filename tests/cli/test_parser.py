@@ -68,7 +68,7 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
     "train": (
         ["--data", "d", "--zoo", "z"], "cmd_train",
         {"data": "d", "zoo": "z", "config": str(shipped.candidate("default")),
-         "out": "runs/train", "name": None, "resume_from": None, "max_failures": 1,
+         "out": "runs/train", "name": None, "resume_from": None, "max_failures": None,
          "ray_address": None, "tracking_uri": None, "experiment": "san-search-train"}),
     "evaluate": (
         ["c", "--data", "d", "--zoo", "z"], "cmd_evaluate",

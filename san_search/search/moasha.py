@@ -13,6 +13,9 @@ JSON file after every decision and read back when a search resumes.
 named Ray actor that a search's Train workers ask at the end of a rung epoch (see MOASHA's
 docstring for why the search does not stop trials from Tune).
 
+`AskBoard` is the epoch hook (`train.EpochHooks.early_stop`) that asks the board from the
+Train loop at rung epochs.
+
 Also here: `EpochBudget`, a Tune stopper that ends the search once a total number of
 trial-epochs has run, so that searches with and without early stopping compare on the same
 compute.
@@ -23,7 +26,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +186,24 @@ def ask_board(name: str, trial_id: str, epoch: int, metrics: dict[str, Any] | No
             return str(d)
         time.sleep(0.5)
     return TrialScheduler.CONTINUE
+
+
+@dataclass(frozen=True)
+class AskBoard:
+    """The early-stop epoch hook of one trial: at a rung epoch, ask the search's board
+    (rank 0 with its metrics, other ranks wait for rank 0's answer); True = stop. Not asked
+    at other epochs (None)."""
+
+    board: str
+    trial_id: str
+    rungs: tuple[int, ...]
+
+    def __call__(self, epoch: int, metrics: Mapping[str, Any] | None) -> bool | None:
+        if epoch not in self.rungs:
+            return None
+        decision = ask_board(self.board, self.trial_id, epoch,
+                             dict(metrics) if metrics is not None else None)
+        return decision == TrialScheduler.STOP
 
 
 class EpochBudget(Stopper):
