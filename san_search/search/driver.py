@@ -178,6 +178,7 @@ def resume(name: str, *, out: str | Path, ray_address: str | None = None,
     trials come back from Tune's saved state, running trials continue from checkpoints."""
     folder = Path(out).absolute() / name
     record = SearchRecord.load(folder)
+    record.check_resumable()
     space, ds, _ = bind(folder / SPACE_FILE, record.overrides, Path(record.data),
                         Path(record.zoo))
     if ds.fingerprint != record.data_fingerprint:

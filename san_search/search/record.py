@@ -31,6 +31,10 @@ BASELINES_FILE = "baselines.json"
 MOASHA_FILE = "moasha.json"
 SUMMARY_FILE = "summary.json"
 Baselines = dict[str, list[dict[str, float]]]  # noise / blur curves, one point per strength
+# The version of what Tune pickles into tune/ (the trial function, its context, the callback,
+# the sampler). 2: the search/ package with TrialContext (san-search 0.2). A record without
+# it is layout 1, written by san-search 0.1, whose Tune state this version cannot unpickle.
+LAYOUT = 2
 
 
 @dataclasses.dataclass
@@ -50,6 +54,7 @@ class SearchRecord:
     overrides: dict[str, dict[str, Any]]  # section -> key -> value, as from the command line
     created: str
     storage: str = ""  # where tune/ and train/ live: "" = the folder itself
+    layout: int = LAYOUT  # a search.json without it was written by layout 1
 
     @property
     def storage_root(self) -> str:
@@ -64,7 +69,18 @@ class SearchRecord:
         path = folder / SEARCH_FILE
         if not path.is_file():
             raise SearchError(f"no search to resume at {folder} ({SEARCH_FILE} missing)")
-        return cls(**json.loads(path.read_text()))
+        return cls(**{"layout": 1, **json.loads(path.read_text())})
+
+    def check_resumable(self) -> None:
+        """Refuse, before Ray starts, a search whose Tune state an earlier version wrote:
+        unpickling it would fail deep inside Tune. What it finished is kept."""
+        if self.layout != LAYOUT:
+            raise SearchError(
+                f"search {self.name!r} at {self.folder} was started by another version of "
+                f"san-search (search layout {self.layout}; this version resumes layout "
+                f"{LAYOUT}), so its Ray Tune state cannot be resumed. Nothing was changed: its "
+                f"finished trials stay in MLflow (parent run {self.parent_run_id}) and its "
+                "checkpoints in the folder. Start a new search (another --name) to go on.")
 
     def baselines(self) -> Baselines | None:
         path = Path(self.folder) / BASELINES_FILE

@@ -19,3 +19,41 @@ def test_checkpoints_are_fetched_from_a_folder_or_a_storage_uri(tmp_path: Path) 
     for dest in (tmp_path / "a", tmp_path / "b"):
         assert (dest / "state.json").read_text() == '{"epoch": 1}'
         assert (dest / "sub" / "w.bin").read_bytes() == b"\x00\x01"
+
+
+def test_a_search_from_an_earlier_version_is_refused_before_ray_and_left_as_it_is(
+        tmp_path: Path) -> None:
+    """search.json written by san-search 0.1 (no `layout`): its pickled Tune state names
+    modules that no longer exist, so --resume must say so up front and touch nothing."""
+    import json
+
+    import pytest
+
+    from san_search.errors import SearchError
+    from san_search.search import resume
+
+    folder = tmp_path / "old"
+    (folder / "tune").mkdir(parents=True)
+    old = {"name": "old", "folder": str(folder), "space_file": "s.yaml", "data": "d", "zoo": "z",
+           "data_fingerprint": "fp", "tracking_uri": "sqlite:///m.db", "experiment": "e",
+           "experiment_id": "1", "parent_run_id": "p1", "overrides": {},
+           "created": "2026-11-30T10:00:00", "storage": ""}
+    (folder / "search.json").write_text(json.dumps(old))
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    with pytest.raises(SearchError, match=r"search 'old' .* layout 1; this version resumes "
+                                          r"layout 2.*parent run p1"):
+        resume("old", out=tmp_path)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    assert json.loads((folder / "search.json").read_text()) == old
+
+
+def test_a_new_record_round_trips_with_the_current_layout(tmp_path: Path) -> None:
+    from san_search.search import SearchRecord
+    from san_search.search.record import LAYOUT
+
+    rec = SearchRecord("s", str(tmp_path), "x.yaml", "d", "z", "fp", "sqlite:///m.db", "e", "1",
+                       "p", {}, "2026-12-01T00:00:00")
+    rec.save()
+    back = SearchRecord.load(tmp_path)
+    assert back == rec and back.layout == LAYOUT
+    back.check_resumable()  # no error
