@@ -1,3 +1,3 @@
 """san-search: find, select and ship Semi-Adversarial Network ensembles."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
