@@ -8,15 +8,7 @@ import pytest
 
 from san_search.search import load_search_space
 from san_search.zoo import open_zoo
-
-REPO = Path(__file__).resolve().parents[2]
-BASE = (REPO / "search_spaces" / "smoke.yaml").read_text()
-
-
-def _write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
+from tests.search.spaces import SMOKE, write_space
 
 
 def test_a_custom_resource_no_node_offers_is_refused_before_any_trial(
@@ -24,8 +16,8 @@ def test_a_custom_resource_no_node_offers_is_refused_before_any_trial(
     from san_search.search import SearchError, check_trial_fits
 
     _, zoo_dir = problem
-    text = BASE.replace("max_failures: 1}", "max_failures: 1, custom: {trial_slot: 1}}")
-    space = load_search_space(_write(tmp_path, text)).bind(open_zoo(zoo_dir), 16)
+    text = SMOKE.replace("max_failures: 1}", "max_failures: 1, custom: {trial_slot: 1}}")
+    space = load_search_space(write_space(tmp_path, text)).bind(open_zoo(zoo_dir), 16)
     with pytest.raises(SearchError, match=r"a trial needs 1 'trial_slot'; the Ray cluster has 0"):
         check_trial_fits(space, {"CPU": 2.0})
     check_trial_fits(space, {"CPU": 2.0, "trial_slot": 2.0})  # fits

@@ -10,16 +10,11 @@ import pytest
 from san_search.config import ConfigError, load_zoo_spec
 from san_search.search import load_search_space
 from san_search.zoo import open_zoo
+from tests.search.spaces import SMOKE, write_space
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
-BASE = (REPO / "search_spaces" / "smoke.yaml").read_text()
 
-
-def _write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
 
 
 # ------------------------------------------------------------------ shipped spaces
@@ -108,8 +103,8 @@ def test_smoke_space_binds_to_a_real_zoo(problem: tuple[Path, Path]) -> None:
 def test_space_errors_name_file_key_and_what_is_allowed(tmp_path: Path, edit: tuple[str, str],
                                                         message: str) -> None:
     old, new = edit
-    assert old in BASE
-    path = _write(tmp_path, BASE.replace(old, new, 1))
+    assert old in SMOKE
+    path = write_space(tmp_path, SMOKE.replace(old, new, 1))
     with pytest.raises(ConfigError) as err:
         load_search_space(path)
     assert str(path) in str(err.value)
@@ -119,9 +114,9 @@ def test_space_errors_name_file_key_and_what_is_allowed(tmp_path: Path, edit: tu
 def test_model_not_in_the_aux_pool_fails_at_bind(problem: tuple[Path, Path],
                                                  tmp_path: Path) -> None:
     _, zoo_dir = problem
-    text = BASE.replace("aux_gender: {type: subset, choices: aux",
+    text = SMOKE.replace("aux_gender: {type: subset, choices: aux",
                         "aux_gender: {type: subset, choices: [g_aux, g_val]")
-    space = load_search_space(_write(tmp_path, text))
+    space = load_search_space(write_space(tmp_path, text))
     with pytest.raises(ConfigError) as err:
         space.bind(open_zoo(zoo_dir), 16)
     msg = str(err.value)
@@ -132,8 +127,8 @@ def test_model_not_in_the_aux_pool_fails_at_bind(problem: tuple[Path, Path],
 def test_autoencoder_too_deep_for_the_image_size_fails_at_bind(problem: tuple[Path, Path],
                                                                tmp_path: Path) -> None:
     _, zoo_dir = problem
-    text = BASE.replace("  depth: 1\n", "").replace(
+    text = SMOKE.replace("  depth: 1\n", "").replace(
         "  w_rec:", "  depth: {type: int, low: 1, high: 5}\n  w_rec:")
-    space = load_search_space(_write(tmp_path, text))
+    space = load_search_space(write_space(tmp_path, text))
     with pytest.raises(ConfigError, match=r"parameters.depth = 5: .*16"):
         space.bind(open_zoo(zoo_dir), 16)

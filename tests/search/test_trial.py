@@ -5,15 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from san_search.search import load_search_space
-
-REPO = Path(__file__).resolve().parents[2]
-BASE = (REPO / "search_spaces" / "smoke.yaml").read_text()
-
-
-def _write(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
+from tests.search.spaces import SMOKE, write_space
 
 
 def test_final_curve_false_ends_the_child_run_with_per_epoch_metrics_only(
@@ -23,8 +15,8 @@ def test_final_curve_false_ends_the_child_run_with_per_epoch_metrics_only(
     from san_search.search import TrialContext, finalize_trial
     from san_search.tracking import FINALIZED_TAG, TRIAL_TAG
 
-    text = BASE.replace("budget: {trials: 4", "budget: {final_curve: false, trials: 4")
-    space = load_search_space(_write(tmp_path, text))
+    text = SMOKE.replace("budget: {trials: 4", "budget: {final_curve: false, trials: 4")
+    space = load_search_space(write_space(tmp_path, text))
     assert space.budget.final_curve is False
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
