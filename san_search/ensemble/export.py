@@ -357,37 +357,28 @@ def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = Non
 # ------------------------------------------------------------------ MLflow Model Registry
 
 def register(folder: str | Path, tracking_uri: str, run_id: str, name: str,
-             alias: str = "champion", log: Log = print) -> dict[str, Any]:
+             alias: str = "champion", log: Log = print) -> dict[str, str]:
     """Log the export folder as a pyfunc model (models-from-code: nothing pickled) into the
     ensemble's MLflow run, register it as `name` and point `alias` at the new version."""
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
-
-    import mlflow
+    from san_search import tracking
 
     loaded = load_ensemble(folder)
     s = loaded.image_size
     example = np.zeros((2, s, s), dtype=np.uint8)
     example[1] = 128
-    signature = infer_signature(example, loaded.runtime.perturb(example),
-                                params={"policy": loaded.manifest["policy"]})
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="ensemble", python_model=str(PYFUNC_CODE),
-            artifacts={"ensemble": str(Path(folder).absolute())}, signature=signature,
-            registered_model_name=name,
-            pip_requirements=[f"{k}=={v}" for k, v in _versions().items()
-                              if k in ("torch", "onnxruntime", "safetensors", "numpy")])
-    client = MlflowClient(tracking_uri)
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, "search", loaded.manifest["search"])
-    client.update_model_version(name, version, description=(
-        f"SAN ensemble of {len(loaded.manifest['members'])} from search "
-        f"{loaded.manifest['search']}, policy {loaded.manifest['policy']}"))
+    model = tracking.PyfuncModel(
+        code=PYFUNC_CODE, artifacts={"ensemble": str(Path(folder).absolute())},
+        example_input=example, example_output=loaded.runtime.perturb(example),
+        params={"policy": loaded.manifest["policy"]},
+        pip_requirements=[f"{k}=={v}" for k, v in _versions().items()
+                          if k in ("torch", "onnxruntime", "safetensors", "numpy")])
+    got = tracking.register_pyfunc(
+        tracking_uri, run_id, model, name=name, alias=alias, artifact_name="ensemble",
+        tags={"search": loaded.manifest["search"]},
+        description=(f"SAN ensemble of {len(loaded.manifest['members'])} from search "
+                     f"{loaded.manifest['search']}, policy {loaded.manifest['policy']}"))
     uri = f"models:/{name}@{alias}"
-    log(f"registered {name} version {version}, alias {alias!r}: load with "
+    log(f"registered {name} version {got.version}, alias {alias!r}: load with "
         f"mlflow.pyfunc.load_model({uri!r})")
-    return {"name": name, "version": version, "alias": alias, "uri": uri,
-            "model_uri": info.model_uri}
+    return {"name": name, "version": got.version, "alias": alias, "uri": uri,
+            "model_uri": got.model_uri}

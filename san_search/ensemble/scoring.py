@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,17 +47,14 @@ class Candidate:
 def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Candidate]]:
     """The search record, its space, and every finished, finalised trial with its weights
     (downloaded from its MLflow child run into <folder>/ensemble/candidates/)."""
-    import mlflow
     from san_search import tracking
     from san_search.search import SearchRecord, load_search_space
-    from san_search.tracking import FINALIZED_TAG, KIND_TAG, TRIAL_TAG, child_runs, client_for
+    from san_search.tracking import FINALIZED_TAG, KIND_TAG, TRIAL_TAG, child_runs
 
-    # MLflow draws a progress bar per downloaded artefact: noise in a CLI that downloads many.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     record = SearchRecord.load(folder)
     space = load_search_space(folder / "space.yaml", record.overrides)
     tracking.check_reachable(record.tracking_uri)
-    parent = client_for(record.tracking_uri).get_run(record.parent_run_id)
+    parent = tracking.get_run(record.tracking_uri, record.parent_run_id)
     if parent.info.status == "RUNNING":
         log(f"note: search {record.name} is still running; selecting from the trials "
             "finished so far")
@@ -71,10 +67,7 @@ def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Cand
             continue
         dst = cache / run.info.run_id
         if not (dst / "weights" / "model.safetensors").is_file():
-            dst.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="weights",
-                                                dst_path=str(dst),
-                                                tracking_uri=record.tracking_uri)
+            tracking.download_artifacts(record.tracking_uri, run.info.run_id, "weights", dst)
         metrics = dict(run.data.metrics)
         viol = space.violation(metrics)
         finite = all(np.isfinite(metrics.get(m, np.nan)) for m in space.metrics)
