@@ -50,6 +50,12 @@ from san_search.errors import EnsembleError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from san_search.data.store import PreparedDataset
+    from san_search.evaluate import PoolScorer
+    from san_search.search.record import SearchRecord
+    from san_search.search.space import SearchSpace
+    from san_search.zoo import Zoo
+
 SELECTION_FILE = "selection.json"
 # The val pool metrics each compared set is realised on (`random_<metric>` columns).
 REALISED = (mn.PRIVACY_MEAN, mn.PRIVACY_MIN, mn.UTILITY_MEAN, mn.SSIM)
@@ -144,7 +150,7 @@ class _Scored:
 
     feasible: list[Candidate]
     vs: ValScores
-    scorer: Any
+    scorer: PoolScorer
     eligible: np.ndarray
     points: np.ndarray  # (n, 2) val privacy mean, val utility mean
     share: np.ndarray
@@ -153,7 +159,8 @@ class _Scored:
 
 
 def _open_search(search: str, search_dir: str | Path, size: int, log: Log
-                 ) -> tuple[Path, Any, Any, Any, Any, list[Candidate]]:
+                 ) -> tuple[Path, SearchRecord, SearchSpace, PreparedDataset, Zoo,
+                            list[Candidate]]:
     """The search folder, record, space, dataset and zoo, and its feasible candidates."""
     from san_search.data import open_dataset
     from san_search.zoo import open_zoo
@@ -177,7 +184,8 @@ def _open_search(search: str, search_dir: str | Path, size: int, log: Log
     return folder, record, space, ds, zoo, feasible
 
 
-def _score(feasible: list[Candidate], ds: Any, zoo: Any, predictor: str, space: Any,
+def _score(feasible: list[Candidate], ds: PreparedDataset, zoo: Zoo, predictor: str,
+           space: SearchSpace,
            size: int, min_utility: float, log: Log) -> _Scored:
     from san_search.search import reference_point
 

@@ -12,7 +12,7 @@ import itertools
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,13 @@ from san_search.ensemble.serving import (
     torch_member,
 )
 from san_search.errors import EnsembleError
+
+if TYPE_CHECKING:
+    from san_search.data.store import PreparedDataset
+    from san_search.evaluate import PoolScorer
+    from san_search.search.record import SearchRecord
+    from san_search.search.space import SearchSpace
+    from san_search.zoo import Zoo
 
 DISTANCE_IMAGES = 512  # val images the pairwise output distances are measured on
 METHOD = "method"  # a test-table row's label
@@ -44,7 +51,8 @@ class Candidate:
     feasible: bool
 
 
-def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Candidate]]:
+def load_candidates(folder: Path, log: Log = print
+                    ) -> tuple[SearchRecord, SearchSpace, list[Candidate]]:
     """The search record, its space, and every finished, finalised trial with its weights
     (downloaded from its MLflow child run into <folder>/ensemble/candidates/)."""
     from san_search import tracking
@@ -77,7 +85,7 @@ def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Cand
     return record, space, out
 
 
-def best_predictor(zoo: Any) -> str:
+def best_predictor(zoo: Zoo) -> str:
     """The auxiliary gender classifier with the best val AUC: the ensemble's predictor."""
     names = zoo.names("gender", "aux")
     if not names:
@@ -85,7 +93,7 @@ def best_predictor(zoo: Any) -> str:
     return max(names, key=lambda n: (zoo.entries[n].get("metrics", {}).get("val_auc", 0.0), n))
 
 
-def torch_runtime(checkpoints: Sequence[Path], zoo: Any, predictor: str,
+def torch_runtime(checkpoints: Sequence[Path], zoo: Zoo, predictor: str,
                   prototypes: dict[str, np.ndarray], policy: str = "random", seed: int = 0
                   ) -> EnsembleRuntime:
     """An ensemble runtime straight from the members' training checkpoints."""
@@ -108,8 +116,8 @@ class ValScores:
     outputs: list[np.ndarray]  # each candidate's val outputs
 
 
-def score_candidates(cands: Sequence[Candidate], ds: Any, zoo: Any, predictor: str,
-                     log: Log = print) -> tuple[ValScores, Any]:
+def score_candidates(cands: Sequence[Candidate], ds: PreparedDataset, zoo: Zoo, predictor: str,
+                     log: Log = print) -> tuple[ValScores, PoolScorer]:
     """Every candidate's val-pool score, its privacy per val classifier and the pairwise
     output distances; also returns the val `PoolScorer` for scoring sets later."""
     from san_search.evaluate import PoolScorer, load_pool
@@ -148,7 +156,7 @@ def assemble_random(outputs: Sequence[np.ndarray], members: Sequence[int],
     return out
 
 
-def test_report(checkpoints: Sequence[Path], best_single: int, ds: Any, zoo: Any,
+def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDataset, zoo: Zoo,
                 predictor: str, seed: int, third_party: bool = True, log: Log = print
                 ) -> list[dict[str, Any]]:
     """The test pool's verdict: ensemble (random), ensemble (chain), the best single member
