@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 
@@ -15,6 +15,18 @@ from san_search.data import open_dataset
 from san_search.evaluators import EigenfaceMatcher, MajorityGender, third_party_evaluators
 from san_search.metrics import gender_scores, pair_verification
 from san_search.zoo import open_zoo
+
+
+class ReportContext(TypedDict):
+    """What a zoo report was scored on: the zoo, the data, the test split's size, and the
+    notices of third-party evaluators that could not load."""
+
+    zoo: str
+    data: str
+    data_fingerprint: str
+    test_images: int
+    test_pairs: int
+    notices: list[str]
 
 
 @dataclass(frozen=True)
@@ -27,7 +39,7 @@ class Row:
 
 
 def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
-              third_party: bool = True) -> tuple[list[Row], dict[str, Any]]:
+              third_party: bool = True) -> tuple[list[Row], ReportContext]:
     """Score every model of the zoo and the baselines on the test split."""
     ds = open_dataset(data or open_zoo(zoo_path).data_path)
     zoo = open_zoo(zoo_path, expect_fingerprint=ds.fingerprint)  # other data: refused
@@ -59,14 +71,10 @@ def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
                         pair_scores(mt.embed(test.images))))
     eig = EigenfaceMatcher(train.images)
     rows.append(Row("matcher", eig.name, eig.role, "pca-64", pair_scores(eig.embed(test.images))))
-    context = {
-        "zoo": str(zoo.path),
-        "data": str(ds.path),
-        "data_fingerprint": ds.fingerprint,
-        "test_images": len(test),
-        "test_pairs": len(pairs.a),
-        "notices": extra.notices if extra else [],
-    }
+    context = ReportContext(
+        zoo=str(zoo.path), data=str(ds.path), data_fingerprint=ds.fingerprint,
+        test_images=len(test), test_pairs=len(pairs.a),
+        notices=extra.notices if extra else [])
     return rows, context
 
 
@@ -82,31 +90,22 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def log_report(rows: list[Row], context: dict[str, Any], table: str,
+def log_report(rows: list[Row], context: ReportContext, table: str,
                tracking_uri: str | None, experiment: str) -> str:
     """Log the report as one MLflow run; returns the run id."""
-    import mlflow
     from san_search import tracking
 
-    tracking.setup(tracking_uri, experiment)
-    with mlflow.start_run(run_name="zoo-report") as run:
-        mlflow.set_tag(tracking.KIND_TAG, "zoo_report")
-        mlflow.log_params({"zoo": context["zoo"], "data": context["data"],
-                           "data_fingerprint": context["data_fingerprint"],
-                           "test_images": context["test_images"],
-                           "test_pairs": context["test_pairs"]})
-        for r in rows:
-            for k, v in r.metrics.items():
-                mlflow.log_metric(tracking.metric_key(r.kind, r.name, k), float(v))
-        mlflow.log_table(
-            {
-                "kind": [r.kind for r in rows], "model": [r.name for r in rows],
-                "role": [r.role for r in rows], "arch": [r.arch for r in rows],
-                "accuracy_or_tar": [r.metrics.get("accuracy", r.metrics.get("tar")) for r in rows],
-                "auc": [r.metrics["auc"] for r in rows],
-            },
-            artifact_file="zoo_report.json",
-        )
-        mlflow.log_text(table, "zoo_report.txt")
-        mlflow.log_text(json.dumps(context, indent=2), "context.json")
-        return str(run.info.run_id)
+    return tracking.log_report_run(
+        tracking_uri, experiment, run_name="zoo-report", kind="zoo_report",
+        params={"zoo": context["zoo"], "data": context["data"],
+                "data_fingerprint": context["data_fingerprint"],
+                "test_images": context["test_images"], "test_pairs": context["test_pairs"]},
+        metrics={tracking.metric_key(r.kind, r.name, k): float(v)
+                 for r in rows for k, v in r.metrics.items()},
+        tables={"zoo_report.json": {
+            "kind": [r.kind for r in rows], "model": [r.name for r in rows],
+            "role": [r.role for r in rows], "arch": [r.arch for r in rows],
+            "accuracy_or_tar": [r.metrics.get("accuracy", r.metrics.get("tar")) for r in rows],
+            "auc": [r.metrics["auc"] for r in rows],
+        }},
+        texts={"zoo_report.txt": table, "context.json": json.dumps(context, indent=2)})

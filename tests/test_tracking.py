@@ -1,4 +1,5 @@
-"""tracking: the store a run goes to, and how its experiment presents itself in the UI."""
+"""tracking: the store a run goes to, how its experiment presents itself in the UI, and the runs
+it writes and reads back (child, report and epoch logging, downloads)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,69 @@ def test_a_trials_child_run_is_found_again_and_an_orphan_replaced(tmp_path: Path
     tracking.fail_run(client, other, "x" * 6000)
     run = client.get_run(other)
     assert run.info.status == "FAILED" and len(run.data.tags["error"]) == tracking.MAX_TAG
+
+
+def _artifact_paths(client: tracking.Client, run_id: str, path: str | None = None) -> set[str]:
+    return {f.path for f in client.list_artifacts(run_id, path)}
+
+
+def test_a_child_run_is_logged_from_plain_data_and_finished(tmp_path: Path) -> None:
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.setup(uri, "child")
+    client = tracking.client_for(uri)
+    parent = client.create_run(exp_id).info.run_id
+    fig = plt.figure()
+    run_id = tracking.log_child_run(
+        uri, exp_id, parent, run_name="s-ensemble", tags={tracking.KIND_TAG: "ensemble"},
+        params={"seed": 3, "policy": "random"}, metrics={"test_x": 0.25},
+        tables={"t.json": {"a": [1, 2], "b": ["x", None]}}, figures={"f.png": fig})
+    run = tracking.get_run(uri, run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "s-ensemble"
+    assert run.data.tags[tracking.PARENT_TAG] == parent
+    assert run.data.tags[tracking.KIND_TAG] == "ensemble"
+    assert run.data.params == {"seed": "3", "policy": "random"}
+    assert run.data.metrics == {"test_x": 0.25}
+    assert {"t.json", "f.png"} <= _artifact_paths(client, run_id)
+    assert {"path": "t.json", "type": "table"} in json.loads(
+        run.data.tags["mlflow.loggedArtifacts"])
+    assert not plt.fignum_exists(fig.number)  # closed once logged
+    assert [r.info.run_id for r in tracking.child_runs(uri, exp_id, parent)] == [run_id]
+
+
+def test_a_report_run_is_a_top_level_run_of_its_experiment(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = tracking.log_report_run(
+        uri, "reports", run_name="zoo-report", kind="zoo_report", params={"test_images": 12},
+        metrics={"gender.g.auc": 0.75}, tables={"r.json": {"model": ["g"], "auc": [0.75]}},
+        texts={"r.txt": "table", "context.json": "{}"})
+    run = tracking.get_run(uri, run_id)
+    assert run.info.run_name == "zoo-report" and run.info.status == "FINISHED"
+    assert tracking.PARENT_TAG not in run.data.tags
+    assert run.data.tags[tracking.KIND_TAG] == "zoo_report"
+    assert run.data.params == {"test_images": "12"}
+    assert run.data.metrics == {"gender.g.auc": 0.75}
+    client = tracking.client_for(uri)
+    assert client.get_experiment(run.info.experiment_id).name == "reports"
+    assert {"r.json", "r.txt", "context.json"} <= _artifact_paths(client, run_id)
+
+
+def test_a_runs_artifact_folder_is_downloaded_back(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.setup(uri, "download")
+    client = tracking.client_for(uri)
+    run_id = client.create_run(exp_id).info.run_id
+    src = tmp_path / "weights"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"\x00weights")
+    client.log_artifacts(run_id, str(src), artifact_path="weights")
+    dst = tmp_path / "cache" / run_id
+    got = tracking.download_artifacts(uri, run_id, "weights", dst)
+    assert got == dst / "weights"
+    assert (dst / "weights" / "model.safetensors").read_bytes() == b"\x00weights"

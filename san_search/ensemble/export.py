@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -51,6 +51,13 @@ from san_search.ensemble.serving import (
     load_ensemble,
 )
 from san_search.errors import EnsembleError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.nn import Module
+
+    from san_search.data.store import PreparedDataset
+    from san_search.zoo import Zoo
 
 ONNX_TOLERANCE = 1e-3  # max abs difference allowed between ONNX Runtime and PyTorch
 ONNX_OPSET = 17
@@ -85,14 +92,14 @@ def _versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------ writers
 
-def write_weights(path: Path, model: Any) -> None:
+def write_weights(path: Path, model: Module) -> None:
     """A module's state dict as safetensors."""
     from safetensors.torch import save as st_save
 
     path.write_bytes(st_save({k: v.contiguous() for k, v in model.state_dict().items()}))
 
 
-def write_onnx(path: Path, model: Any, feeds: dict[str, np.ndarray], outputs: list[str]
+def write_onnx(path: Path, model: Module, feeds: dict[str, np.ndarray], outputs: list[str]
                ) -> None:
     """`model` traced on `feeds` (input name -> array), batch axis dynamic."""
     import warnings
@@ -110,7 +117,7 @@ def write_onnx(path: Path, model: Any, feeds: dict[str, np.ndarray], outputs: li
     path.write_bytes(buf.getvalue())
 
 
-def privacy_only(model: Any) -> Any:
+def privacy_only(model: Module) -> Module:
     """The SAN wrapped so its exported graph has one output: the privacy image."""
     from torch import nn
 
@@ -119,13 +126,13 @@ def privacy_only(model: Any) -> Any:
             super().__init__()
             self.san = model
 
-        def forward(self, x: Any, same: Any, opp: Any) -> Any:
+        def forward(self, x: Tensor, same: Tensor, opp: Tensor) -> Tensor:
             return self.san(x, same, opp)[1]
 
     return PrivacyOnly().eval()
 
 
-def write_prototypes(folder: Path, ds: Any) -> dict[str, np.ndarray]:
+def write_prototypes(folder: Path, ds: PreparedDataset) -> dict[str, np.ndarray]:
     """The female and male prototypes, float32 (S, S); returns them."""
     from safetensors.numpy import save as np_save
 
@@ -154,7 +161,7 @@ def write_member(folder: Path, i: int, member: dict[str, Any], feeds: dict[str, 
     return entry, diff
 
 
-def write_predictor(folder: Path, zoo: Any, name: str, sample: np.ndarray) -> float:
+def write_predictor(folder: Path, zoo: Zoo, name: str, sample: np.ndarray) -> float:
     """The gender predictor's weights and ONNX graph, the graph checked; its difference."""
     g = zoo.load(name).eval()
     write_weights(folder / PREDICTOR_WEIGHTS, g)
@@ -170,8 +177,8 @@ def selection_copy(sel: Selection) -> dict[str, Any]:
     return {"selection": sel.settings, "val": sel.val_table, "test": sel.test_table}
 
 
-def build_manifest(sel: Selection, policy: str, members: list[dict[str, Any]], ds: Any,
-                   zoo: Any, check: dict[str, float]) -> dict[str, Any]:
+def build_manifest(sel: Selection, policy: str, members: list[dict[str, Any]],
+                   ds: PreparedDataset, zoo: Zoo, check: dict[str, float]) -> dict[str, Any]:
     """Everything but the file hashes (`write_manifest` adds them)."""
     size = ds.size
     return {
@@ -276,7 +283,7 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------ verify
 
-def check_onnx(path: Path, model: Any, feeds: dict[str, np.ndarray], output: str) -> float:
+def check_onnx(path: Path, model: Module, feeds: dict[str, np.ndarray], output: str) -> float:
     """Max abs difference between the ONNX graph written at `path` (run by ONNX Runtime)
     and the PyTorch `model` on `feeds`."""
     import onnxruntime as ort
@@ -299,7 +306,7 @@ def verify_export(folder: Path, images: np.ndarray) -> None:
 
 # ------------------------------------------------------------------ the step
 
-def _write_all(tmp: Path, sel: Selection, policy: str, ds: Any, zoo: Any, log: Log
+def _write_all(tmp: Path, sel: Selection, policy: str, ds: PreparedDataset, zoo: Zoo, log: Log
                ) -> tuple[dict[str, Any], dict[str, float]]:
     """Every writer, in order (the manifest last: it hashes the others); the manifest and
     the ONNX check (max abs difference per graph)."""
@@ -357,37 +364,28 @@ def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = Non
 # ------------------------------------------------------------------ MLflow Model Registry
 
 def register(folder: str | Path, tracking_uri: str, run_id: str, name: str,
-             alias: str = "champion", log: Log = print) -> dict[str, Any]:
+             alias: str = "champion", log: Log = print) -> dict[str, str]:
     """Log the export folder as a pyfunc model (models-from-code: nothing pickled) into the
     ensemble's MLflow run, register it as `name` and point `alias` at the new version."""
-    from mlflow.models import infer_signature
-    from mlflow.tracking import MlflowClient
-
-    import mlflow
+    from san_search import tracking
 
     loaded = load_ensemble(folder)
     s = loaded.image_size
     example = np.zeros((2, s, s), dtype=np.uint8)
     example[1] = 128
-    signature = infer_signature(example, loaded.runtime.perturb(example),
-                                params={"policy": loaded.manifest["policy"]})
-    mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name="ensemble", python_model=str(PYFUNC_CODE),
-            artifacts={"ensemble": str(Path(folder).absolute())}, signature=signature,
-            registered_model_name=name,
-            pip_requirements=[f"{k}=={v}" for k, v in _versions().items()
-                              if k in ("torch", "onnxruntime", "safetensors", "numpy")])
-    client = MlflowClient(tracking_uri)
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, "search", loaded.manifest["search"])
-    client.update_model_version(name, version, description=(
-        f"SAN ensemble of {len(loaded.manifest['members'])} from search "
-        f"{loaded.manifest['search']}, policy {loaded.manifest['policy']}"))
+    model = tracking.PyfuncModel(
+        code=PYFUNC_CODE, artifacts={"ensemble": str(Path(folder).absolute())},
+        example_input=example, example_output=loaded.runtime.perturb(example),
+        params={"policy": loaded.manifest["policy"]},
+        pip_requirements=[f"{k}=={v}" for k, v in _versions().items()
+                          if k in ("torch", "onnxruntime", "safetensors", "numpy")])
+    got = tracking.register_pyfunc(
+        tracking_uri, run_id, model, name=name, alias=alias, artifact_name="ensemble",
+        tags={"search": loaded.manifest["search"]},
+        description=(f"SAN ensemble of {len(loaded.manifest['members'])} from search "
+                     f"{loaded.manifest['search']}, policy {loaded.manifest['policy']}"))
     uri = f"models:/{name}@{alias}"
-    log(f"registered {name} version {version}, alias {alias!r}: load with "
+    log(f"registered {name} version {got.version}, alias {alias!r}: load with "
         f"mlflow.pyfunc.load_model({uri!r})")
-    return {"name": name, "version": version, "alias": alias, "uri": uri,
-            "model_uri": info.model_uri}
+    return {"name": name, "version": got.version, "alias": alias, "uri": uri,
+            "model_uri": got.model_uri}

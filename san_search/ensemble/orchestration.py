@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,12 +47,22 @@ from san_search.ensemble.selection import (
 )
 from san_search.errors import EnsembleError
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from san_search.data.store import PreparedDataset
+    from san_search.evaluate import PoolScorer
+    from san_search.search.record import SearchRecord
+    from san_search.search.space import SearchSpace
+    from san_search.zoo import Zoo
+
 SELECTION_FILE = "selection.json"
 # The val pool metrics each compared set is realised on (`random_<metric>` columns).
 REALISED = (mn.PRIVACY_MEAN, mn.PRIVACY_MIN, mn.UTILITY_MEAN, mn.SSIM)
 # Of those, what the val table prints and the ensemble run logs (`val_random_<metric>`).
 REALISED_SHOWN = (mn.PRIVACY_MEAN, mn.UTILITY_MEAN, mn.SSIM)
 SET, MEMBERS = "set", "members"  # the val table's label and member columns
+MAX_PARAM = 6000  # characters of a param value MLflow keeps (a long member list is cut)
 
 
 @dataclasses.dataclass
@@ -140,7 +150,7 @@ class _Scored:
 
     feasible: list[Candidate]
     vs: ValScores
-    scorer: Any
+    scorer: PoolScorer
     eligible: np.ndarray
     points: np.ndarray  # (n, 2) val privacy mean, val utility mean
     share: np.ndarray
@@ -149,7 +159,8 @@ class _Scored:
 
 
 def _open_search(search: str, search_dir: str | Path, size: int, log: Log
-                 ) -> tuple[Path, Any, Any, Any, Any, list[Candidate]]:
+                 ) -> tuple[Path, SearchRecord, SearchSpace, PreparedDataset, Zoo,
+                            list[Candidate]]:
     """The search folder, record, space, dataset and zoo, and its feasible candidates."""
     from san_search.data import open_dataset
     from san_search.zoo import open_zoo
@@ -173,7 +184,8 @@ def _open_search(search: str, search_dir: str | Path, size: int, log: Log
     return folder, record, space, ds, zoo, feasible
 
 
-def _score(feasible: list[Candidate], ds: Any, zoo: Any, predictor: str, space: Any,
+def _score(feasible: list[Candidate], ds: PreparedDataset, zoo: Zoo, predictor: str,
+           space: SearchSpace,
            size: int, min_utility: float, log: Log) -> _Scored:
     from san_search.search import reference_point
 
@@ -274,7 +286,7 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
 
 # ------------------------------------------------------------------ the record in MLflow
 
-def trade_off_figure(sel: Selection) -> Any:
+def trade_off_figure(sel: Selection) -> Figure:
     """Val privacy against val utility of every eligible candidate, the members marked, and
     the test-pool points of the ensemble, the best member and the noise baseline."""
     import matplotlib
@@ -322,30 +334,22 @@ def selection_metrics(sel: Selection) -> dict[str, float]:
 def log_selection(sel: Selection) -> str:
     """An `ensemble` child run under the search's parent: settings, members, both tables,
     the figure, and the headline metrics."""
-    import matplotlib.pyplot as plt
-    from mlflow.entities import Metric, Param
+    from san_search import tracking
 
-    from san_search.tracking import KIND_TAG, SEARCH_TAG, client_for, replace_table
-
-    client = client_for(sel.tracking_uri)
-    run = client.create_run(sel.experiment_id, run_name=f"{sel.search}-ensemble", tags={
-        "mlflow.parentRunId": sel.parent_run_id, KIND_TAG: ENSEMBLE_KIND,
-        SEARCH_TAG: sel.search, "data_fingerprint": sel.data_fingerprint})
-    rid = run.info.run_id
     params = {**{k: str(v) for k, v in sel.settings.items()}, "policy": sel.policy,
               "seed": str(sel.seed), "predictor": sel.predictor,
               "members": ",".join(m["name"] for m in sel.members),
               "member_run_ids": ",".join(m["run_id"] for m in sel.members)}
-    now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in selection_metrics(sel).items()]
-    client.log_batch(rid, metrics=metrics, params=[Param(k, v[:6000]) for k, v in
-                                                   params.items()])
+    tables = {}
     for name, rows in (("selection_val.json", sel.val_table),
                        ("ensemble_test.json", sel.test_table)):
         cols = list(dict.fromkeys(k for r in rows for k in r))
-        replace_table(client, rid, {c: [r.get(c) for r in rows] for c in cols}, name)
-    fig = trade_off_figure(sel)
-    client.log_figure(rid, fig, "ensemble_trade_off.png")
-    plt.close(fig)
-    client.set_terminated(rid, "FINISHED")
-    return rid
+        tables[name] = {c: [r.get(c) for r in rows] for c in cols}
+    return tracking.log_child_run(
+        sel.tracking_uri, sel.experiment_id, sel.parent_run_id,
+        run_name=f"{sel.search}-ensemble",
+        tags={tracking.KIND_TAG: ENSEMBLE_KIND, tracking.SEARCH_TAG: sel.search,
+              "data_fingerprint": sel.data_fingerprint},
+        params={k: v[:MAX_PARAM] for k, v in params.items()},
+        metrics=selection_metrics(sel), tables=tables,
+        figures={"ensemble_trade_off.png": trade_off_figure(sel)})

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +26,13 @@ from san_search.ensemble.serving import (
     torch_member,
 )
 from san_search.errors import EnsembleError
+
+if TYPE_CHECKING:
+    from san_search.data.store import PreparedDataset
+    from san_search.evaluate import PoolScorer
+    from san_search.search.record import SearchRecord
+    from san_search.search.space import SearchSpace
+    from san_search.zoo import Zoo
 
 DISTANCE_IMAGES = 512  # val images the pairwise output distances are measured on
 METHOD = "method"  # a test-table row's label
@@ -45,20 +51,18 @@ class Candidate:
     feasible: bool
 
 
-def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Candidate]]:
+def load_candidates(folder: Path, log: Log = print
+                    ) -> tuple[SearchRecord, SearchSpace, list[Candidate]]:
     """The search record, its space, and every finished, finalised trial with its weights
     (downloaded from its MLflow child run into <folder>/ensemble/candidates/)."""
-    import mlflow
     from san_search import tracking
     from san_search.search import SearchRecord, load_search_space
-    from san_search.tracking import FINALIZED_TAG, KIND_TAG, TRIAL_TAG, child_runs, client_for
+    from san_search.tracking import FINALIZED_TAG, KIND_TAG, TRIAL_TAG, child_runs
 
-    # MLflow draws a progress bar per downloaded artefact: noise in a CLI that downloads many.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     record = SearchRecord.load(folder)
     space = load_search_space(folder / "space.yaml", record.overrides)
     tracking.check_reachable(record.tracking_uri)
-    parent = client_for(record.tracking_uri).get_run(record.parent_run_id)
+    parent = tracking.get_run(record.tracking_uri, record.parent_run_id)
     if parent.info.status == "RUNNING":
         log(f"note: search {record.name} is still running; selecting from the trials "
             "finished so far")
@@ -71,10 +75,7 @@ def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Cand
             continue
         dst = cache / run.info.run_id
         if not (dst / "weights" / "model.safetensors").is_file():
-            dst.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="weights",
-                                                dst_path=str(dst),
-                                                tracking_uri=record.tracking_uri)
+            tracking.download_artifacts(record.tracking_uri, run.info.run_id, "weights", dst)
         metrics = dict(run.data.metrics)
         viol = space.violation(metrics)
         finite = all(np.isfinite(metrics.get(m, np.nan)) for m in space.metrics)
@@ -84,7 +85,7 @@ def load_candidates(folder: Path, log: Log = print) -> tuple[Any, Any, list[Cand
     return record, space, out
 
 
-def best_predictor(zoo: Any) -> str:
+def best_predictor(zoo: Zoo) -> str:
     """The auxiliary gender classifier with the best val AUC: the ensemble's predictor."""
     names = zoo.names("gender", "aux")
     if not names:
@@ -92,7 +93,7 @@ def best_predictor(zoo: Any) -> str:
     return max(names, key=lambda n: (zoo.entries[n].get("metrics", {}).get("val_auc", 0.0), n))
 
 
-def torch_runtime(checkpoints: Sequence[Path], zoo: Any, predictor: str,
+def torch_runtime(checkpoints: Sequence[Path], zoo: Zoo, predictor: str,
                   prototypes: dict[str, np.ndarray], policy: str = "random", seed: int = 0
                   ) -> EnsembleRuntime:
     """An ensemble runtime straight from the members' training checkpoints."""
@@ -115,8 +116,8 @@ class ValScores:
     outputs: list[np.ndarray]  # each candidate's val outputs
 
 
-def score_candidates(cands: Sequence[Candidate], ds: Any, zoo: Any, predictor: str,
-                     log: Log = print) -> tuple[ValScores, Any]:
+def score_candidates(cands: Sequence[Candidate], ds: PreparedDataset, zoo: Zoo, predictor: str,
+                     log: Log = print) -> tuple[ValScores, PoolScorer]:
     """Every candidate's val-pool score, its privacy per val classifier and the pairwise
     output distances; also returns the val `PoolScorer` for scoring sets later."""
     from san_search.evaluate import PoolScorer, load_pool
@@ -155,7 +156,7 @@ def assemble_random(outputs: Sequence[np.ndarray], members: Sequence[int],
     return out
 
 
-def test_report(checkpoints: Sequence[Path], best_single: int, ds: Any, zoo: Any,
+def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDataset, zoo: Zoo,
                 predictor: str, seed: int, third_party: bool = True, log: Log = print
                 ) -> list[dict[str, Any]]:
     """The test pool's verdict: ensemble (random), ensemble (chain), the best single member

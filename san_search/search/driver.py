@@ -30,7 +30,6 @@ from san_search.search.record import (
 from san_search.search.space import SearchSpace, load_search_space
 
 if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
     from ray.tune import ResultGrid, Tuner
 
     from san_search.data.store import PreparedDataset
@@ -153,7 +152,7 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
             ray.shutdown()
 
 
-def _create_folder(record: SearchRecord, space_path: Path, client: MlflowClient) -> None:
+def _create_folder(record: SearchRecord, space_path: Path, client: tracking.Client) -> None:
     """The search folder: the space's copy, the record, the baselines (also logged)."""
     from san_search.search.record import BASELINES_FILE
 
