@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,14 @@ class Candidate:
     checkpoint: Path  # local folder: model.safetensors + trainer.json
     search_metrics: dict[str, float]  # the search's last reported metrics (val pool)
     feasible: bool
+    params: dict[str, str] = dataclasses.field(default_factory=dict)  # what it is (MLflow params)
+
+
+def stable_order(cands: list[Candidate]) -> list[Candidate]:
+    """Candidates in an order that depends on what they are, not on Tune's random trial ids:
+    by their params, then id. Member order decides which member the random policy gives an
+    image, so a rerun with the same seeds must list the same candidates the same way."""
+    return sorted(cands, key=lambda c: (json.dumps(c.params, sort_keys=True), c.name))
 
 
 def load_candidates(folder: Path, log: Log = print
@@ -80,9 +89,9 @@ def load_candidates(folder: Path, log: Log = print
         viol = space.violation(metrics)
         finite = all(np.isfinite(metrics.get(m, np.nan)) for m in space.metrics)
         out.append(Candidate(run.data.tags.get(TRIAL_TAG, run.info.run_name), run.info.run_id,
-                             dst / "weights", metrics, bool(finite and viol == 0)))
-    out.sort(key=lambda c: c.name)
-    return record, space, out
+                             dst / "weights", metrics, bool(finite and viol == 0),
+                             dict(run.data.params)))
+    return record, space, stable_order(out)
 
 
 def best_predictor(zoo: Zoo) -> str:

@@ -70,3 +70,19 @@ def test_selection_json_round_trip(tmp_path: Path) -> None:
     assert back.test_table == sel.test_table and back.settings["front_hypervolume"] == 0.25
     with pytest.raises(EnsembleError, match="has no ensemble yet"):
         Selection.load(tmp_path / "other")
+
+
+def test_candidates_are_ordered_by_what_they_are_not_by_random_trial_ids() -> None:
+    """Two runs of one seeded search give the same candidates under other Tune trial ids; the
+    member order (and so the random policy's assignment) must come out the same."""
+    from san_search.ensemble.scoring import Candidate, stable_order
+
+    configs = [{"width": "8", "w_rec": "3.1"}, {"width": "4", "w_rec": "9.0"},
+               {"width": "12", "w_rec": "1.2"}]
+
+    def run(ids: list[str]) -> list[dict[str, str]]:
+        cands = [Candidate(i, f"run-{i}", Path(i), {}, True, p)
+                 for i, p in zip(ids, configs, strict=True)]
+        return [c.params for c in stable_order(cands)]
+
+    assert run(["ffff0001", "0000aaaa", "77770000"]) == run(["0000aaaa", "ffff0001", "12345678"])
