@@ -212,6 +212,7 @@ def _throughput(rows: list[dict[str, Any]]) -> float | None:
 def format_summary(r: dict[str, Any]) -> str:
     from san_search.ensemble.orchestration import format_rows
     from san_search.search import format_table
+    from san_search.tracking import ui_url
 
     sel = r["selection"]
     rows = r["search"]["rows"]
@@ -232,7 +233,8 @@ def format_summary(r: dict[str, Any]) -> str:
                      "images/s per Train worker")
     lines += [
         "outputs:",
-        f"  MLflow UI        {r['tracking_uri']}  (experiment san-search-demo)"
+        f"  MLflow UI        {ui_url(r['tracking_uri'], r['search'].get('experiment_id'))}"
+        "  (experiment san-search-demo)"
         + ("" if r["server"].get("configured") else
            f"; stop it: kill {r['server']['pid']}"),
         f"  dataset          {r['data']}",

@@ -129,3 +129,12 @@ def test_a_runs_artifact_folder_is_downloaded_back(tmp_path: Path) -> None:
     got = tracking.download_artifacts(uri, run_id, "weights", dst)
     assert got == dst / "weights"
     assert (dst / "weights" / "model.safetensors").read_bytes() == b"\x00weights"
+
+
+def test_ui_url_opens_the_model_training_runs_page() -> None:
+    """MLflow 3.17's UI starts in its GenAI workflow unless the address asks otherwise."""
+    assert tracking.ui_url("http://127.0.0.1:5000/", "3") == \
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+    assert tracking.ui_url("https://mlflow.example") == \
+        "https://mlflow.example/#/experiments?workflowType=machine_learning"
+    assert tracking.ui_url("sqlite:////tmp/m.db", "3") == "sqlite:////tmp/m.db"

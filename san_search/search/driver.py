@@ -138,7 +138,8 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
         log(f"search {name}: {space.budget.trials} trials x up to {space.budget.epochs} epochs, "
             f"{space.budget.concurrency} at a time, sampler {space.sampler.name} (seed "
             f"{space.sampler.seed}), scheduler {space.scheduler.name}; folder {folder}")
-        log(f"MLflow: experiment {experiment!r} ({uri}), parent run {parent}")
+        log(f"MLflow: experiment {experiment!r} ({uri}), parent run {parent}; runs: "
+            f"{tracking.ui_url(uri, exp_id)}")
         record = SearchRecord(name, str(folder), str(space_path.absolute()), str(data),
                               str(zoo), ds.fingerprint, uri, experiment, exp_id, parent,
                               overrides, time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -296,6 +297,7 @@ def _summarise(record: SearchRecord, space: SearchSpace, rows: list[TrialRow], l
         f"{record.parent_run_id}")
     flat = [r.to_dict() for r in rows]
     summary = {"name": record.name, "folder": record.folder,
+               "experiment_id": record.experiment_id,
                "parent_run_id": record.parent_run_id, "hypervolume": hv, "rows": flat}
     (Path(record.folder) / SUMMARY_FILE).write_text(json.dumps(
         {**summary, "rows": [{k: plain(v) for k, v in r.items()} for r in flat]}, indent=2))

@@ -49,6 +49,7 @@ from san_search.tracking.store import (
     resolve_tracking_uri,
     serve_local,
     setup,
+    ui_url,
 )
 
 __all__ = [
@@ -59,5 +60,5 @@ __all__ = [
     "download_artifacts", "fail_run", "find_child", "flat_params", "free_port", "get_run",
     "healthy", "log_candidate", "log_child_run", "log_figure", "log_front", "log_metrics",
     "log_params", "log_report_run", "metric_key", "open_child", "register_pyfunc",
-    "replace_table", "resolve_tracking_uri", "serve_local", "setup",
+    "replace_table", "resolve_tracking_uri", "serve_local", "setup", "ui_url",
 ]

@@ -27,6 +27,16 @@ Run: TypeAlias = "MlflowRun"
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+def ui_url(uri: str, experiment_id: str | None = None) -> str:
+    """Where a person opens a tracking server's runs. MLflow 3.17's UI starts in its GenAI
+    workflow (traces, no runs) whatever the experiment's kind tag says, unless the address
+    asks for the model-training one; a SQLite or file store has no UI address."""
+    if not uri.startswith(("http://", "https://")):
+        return uri
+    page = f"#/experiments/{experiment_id}/runs" if experiment_id else "#/experiments"
+    return f"{uri.rstrip('/')}/{page}?workflowType=machine_learning"
+
+
 def resolve_tracking_uri(uri: str | None = None, workdir: str | Path | None = None) -> str:
     """`uri`, else $MLFLOW_TRACKING_URI, else a SQLite file `mlflow.db` in the working folder.
 
