@@ -14,6 +14,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def no_ray_left_running(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """Every test leaves Ray as it found it: a Ray instance left initialised makes the next
+    test's own `ray.init` fail, far from the cause (this once hid behind test order)."""
+    import sys
+
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+        pytest.fail(f"{request.node.nodeid} left Ray initialised; shut it down in the test")
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("SAN_SEARCH_SHARED", REPO.parent / "shared"))
 

@@ -44,6 +44,21 @@ def test_epoch_logger_is_a_picklable_hook_that_logs_each_epoch(tmp_path: Path) -
     assert client.get_metric_history(run_id, "early_stopped") == []  # nor are flags
 
 
+def test_epoch_logger_outside_ray_starts_no_ray(tmp_path: Path) -> None:
+    """Outside a Ray worker there is no node to record; asking Ray for one would start a
+    local Ray instance as a side effect (and leave it running for whatever comes next)."""
+    import ray
+
+    assert not ray.is_initialized()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.setup(uri, "no-ray")
+    client = tracking.client_for(uri)
+    run_id = client.create_run(exp_id).info.run_id
+    tracking.EpochLogger(uri, run_id)({"epoch": 1, "loss": 0.5})
+    assert not ray.is_initialized()
+    assert "san_search.node_id" not in client.get_run(run_id).data.tags
+
+
 def test_a_trials_child_run_is_found_again_and_an_orphan_replaced(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp_id = tracking.setup(uri, "children")

@@ -162,14 +162,18 @@ class EpochLogger:
         self._client.log_batch(self.run_id, metrics=batch)
 
     def _tag_node(self, client: Client) -> None:
-        try:  # where rank 0 trains: shows which node of a cluster ran the candidate
-            import ray
+        """Where rank 0 trains: shows which node of a cluster ran the candidate. Outside Ray
+        there is nothing to record (and asking would start a local Ray)."""
+        import ray
 
+        if not ray.is_initialized():
+            return
+        try:
             node = {"san_search.node_id": ray.get_runtime_context().get_node_id(),
                     "san_search.node_ip": ray.util.get_node_ip_address()}
             for k, v in node.items():
                 client.set_tag(self.run_id, k, v)
-        except Exception:  # noqa: S110 (outside Ray: nothing to record)
+        except Exception:  # noqa: S110 (a tag is not worth failing a trial over)
             pass
 
 
