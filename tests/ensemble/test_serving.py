@@ -154,3 +154,13 @@ def test_the_import_walk_sees_imports_inside_functions() -> None:
     # the check above would pass vacuously if it missed lazy imports: export's are lazy too
     assert "san_search.train" in _reachable("san_search.ensemble.export")
     assert _reachable("san_search.cli") >= CHOOSING
+
+
+def test_models_registered_by_0_1_still_find_their_loader() -> None:
+    """A registered model keeps the model code it was logged with; 0.1's imported
+    `san_search.export.load_ensemble` (seen failing with ModuleNotFoundError on 0.2)."""
+    import importlib
+
+    from san_search.ensemble.serving import load_ensemble
+
+    assert importlib.import_module("san_search.export").load_ensemble is load_ensemble
