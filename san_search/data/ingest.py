@@ -202,7 +202,11 @@ def _manifest_rows(csv_path: Path, rejected: list[Rejection]) -> list[_Row]:
             continue
         identity = (row["identity"] or "").strip()
         code = (row["gender"] or "").strip().lower()
-        target = (base / rel).resolve()  # symlinks and '..' followed before the check
+        try:
+            target = (base / rel).resolve()  # symlinks and '..' followed before the check
+        except (OSError, RuntimeError, ValueError) as exc:  # NUL byte, symlink loop
+            rejected.append(Rejection(rel, f"unresolvable path: {exc} (line {line_no})"))
+            continue
         if not target.is_relative_to(base):
             rejected.append(Rejection(rel, f"path outside the manifest's folder: resolves to "
                                            f"{target} (line {line_no})"))

@@ -175,3 +175,16 @@ def test_binary_manifest_is_a_data_error_naming_the_file(tmp_path: Path) -> None
     with pytest.raises(DataError, match=r"manifest\.csv is not UTF-8 text: byte 0xff at "
                                         r"offset 32; save it as UTF-8 CSV"):
         list_records("manifest", tmp_path)
+
+
+def test_manifest_unresolvable_paths_are_rejected_not_raised(tmp_path: Path) -> None:
+    _png(tmp_path / "ok.png")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "manifest.csv").write_bytes(
+        b"path,identity,gender\nok.png,a,M\nbad\x00.png,a,M\nloop/x.png,b,F\n")
+    listing = list_records("manifest", tmp_path)
+    assert [r.source for r in listing.records] == ["ok.png"]
+    reasons = {r.source: r.reason for r in listing.rejected}
+    assert reasons["bad\x00.png"] == "unresolvable path: embedded null byte (line 3)"
+    assert reasons["loop/x.png"].startswith("unresolvable path: ")
+    assert reasons["loop/x.png"].endswith("(line 4)")
