@@ -71,7 +71,7 @@ def test_float_image_outside_0_1_is_rejected(tmp_path: Path) -> None:
                         "[300, 300], expected [0, 1]"
 
 
-def _png_header_only(path: Path, width: int, height: int) -> None:
+def png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG that claims width x height 8-bit gray pixels: what a decompression bomb shows
     before it is decoded (its tiny IDAT would inflate to width*height bytes)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -84,7 +84,7 @@ def _png_header_only(path: Path, width: int, height: int) -> None:
 
 def test_decompression_bomb_is_reported_and_the_rest_decoded(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.png"
-    _png_header_only(bomb, 20000, 20000)
+    png_header_only(bomb, 20000, 20000)
     good = tmp_path / "good.png"
     Image.fromarray(np.full((16, 16), 40, np.uint8)).save(good)
     out = list(decode_many([good, bomb, good], SETTINGS, workers=1))
@@ -98,7 +98,7 @@ def test_decompression_bomb_is_reported_and_the_rest_decoded(tmp_path: Path) -> 
 def test_pixel_limit_applies_below_pils_own_error(tmp_path: Path) -> None:
     side = int(MAX_PIXELS ** 0.5) + 1  # just over our limit, under PIL's 2x error threshold
     big = tmp_path / "big.png"
-    _png_header_only(big, side, side)
+    png_header_only(big, side, side)
     dec = decode_file(big, SETTINGS)
     assert dec.error == (f"image too large: {side}x{side} = {side * side} pixels, over the "
                          f"limit of {MAX_PIXELS} (a guard against decompression bombs)")
