@@ -102,6 +102,8 @@ def add_perturb(sub: Subparsers) -> None:
 
 
 def cmd_perturb(args: argparse.Namespace) -> int:
+    import sys
+
     from san_search.perturb import perturb_files
 
     rep = perturb_files(args.ensemble, args.input, args.output, policy=args.policy,
@@ -111,4 +113,8 @@ def cmd_perturb(args: argparse.Namespace) -> int:
           f"({rate:.0f} images/s); skipped {len(rep.skipped)}")
     for path, why in rep.skipped:
         print(f"  skipped {path}: {why}")
+    if not rep.written:  # every input skipped: a failure, not a success
+        print(f"error: nothing was written: all {len(rep.skipped)} input image(s) were "
+              "skipped (reasons above)", file=sys.stderr)
+        return 2
     return 0

@@ -7,7 +7,9 @@ silent drops.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,7 @@ class Listing:
 
     records: list[Record]
     rejected: list[Rejection]
+    duplicates: int = 0  # repeated rows of one image, dropped
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -156,37 +159,112 @@ def list_celeba(root: Path) -> Listing:
 _GENDER_CODES = {"m": MALE, "male": MALE, "1": MALE, "f": FEMALE, "female": FEMALE, "0": FEMALE}
 
 
+@dataclass(frozen=True)
+class _Row:
+    """One labelled manifest row whose path resolves inside the manifest's folder."""
+
+    line: int
+    source: str
+    path: Path  # resolved
+    identity: str
+    gender: int
+
+
+def _read_manifest_text(csv_path: Path) -> str:
+    """The manifest's text; bytes that are not UTF-8 are a DataError naming the offset."""
+    raw = csv_path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + skip
+        raise DataError(
+            f"{csv_path} is not UTF-8 text: byte 0x{raw[offset]:02x} at offset {offset}; "
+            "save it as UTF-8 CSV with the columns path,identity,gender"
+        ) from None
+
+
+def _manifest_rows(csv_path: Path, rejected: list[Rejection]) -> list[_Row]:
+    """Parse the manifest: labelled rows inside its folder; every other row is rejected."""
+    base = csv_path.parent.resolve()
+    reader = csv.DictReader(io.StringIO(_read_manifest_text(csv_path), newline=""))
+    missing = {"path", "identity", "gender"} - set(reader.fieldnames or [])
+    if missing:
+        raise DataError(
+            f"{csv_path}: missing column(s) {sorted(missing)}; "
+            f"the header must name path,identity,gender (found {reader.fieldnames})"
+        )
+    rows: list[_Row] = []
+    for line_no, row in enumerate(reader, start=2):
+        rel = (row["path"] or "").strip()
+        if not rel:
+            rejected.append(Rejection(f"{csv_path.name}:{line_no}", "empty path"))
+            continue
+        identity = (row["identity"] or "").strip()
+        code = (row["gender"] or "").strip().lower()
+        try:
+            target = (base / rel).resolve()  # symlinks and '..' followed before the check
+        except (OSError, RuntimeError, ValueError) as exc:  # NUL byte, symlink loop
+            rejected.append(Rejection(rel, f"unresolvable path: {exc} (line {line_no})"))
+            continue
+        if not target.is_relative_to(base):
+            rejected.append(Rejection(rel, f"path outside the manifest's folder: resolves to "
+                                           f"{target} (line {line_no})"))
+        elif not identity:
+            rejected.append(Rejection(rel, f"no identity label (line {line_no})"))
+        elif code not in _GENDER_CODES:
+            why = "no gender label" if not code else f"unknown gender label {code!r}"
+            rejected.append(Rejection(rel, f"{why} (line {line_no}; use M/F or 1/0)"))
+        else:
+            rows.append(_Row(line_no, rel, target, identity, _GENDER_CODES[code]))
+    return rows
+
+
+def _listed_as(values: list[str]) -> str:
+    return ", ".join(values[:-1]) + f" and {values[-1]}"
+
+
+def _dedupe(rows: list[_Row], rejected: list[Rejection]) -> tuple[list[Record], int]:
+    """One record per image file: repeated rows are dropped (counted); a file listed under
+    two identities or two genders is rejected, every row of it."""
+    by_path: dict[Path, list[_Row]] = {}
+    for r in rows:
+        by_path.setdefault(r.path, []).append(r)
+    records: list[Record] = []
+    duplicates = 0
+    for group in by_path.values():
+        identities = sorted({r.identity for r in group})
+        genders = sorted({"M" if r.gender == MALE else "F" for r in group})
+        if len(identities) > 1:
+            why = "identity conflict: the same image is listed as " + _listed_as(
+                [repr(i) for i in identities])
+        elif len(genders) > 1:
+            why = "gender conflict: the same image is listed as " + _listed_as(genders)
+        else:
+            first = group[0]
+            records.append(Record(first.path, first.source, first.identity, first.gender))
+            duplicates += len(group) - 1
+            continue
+        rejected.extend(Rejection(r.source, f"{why} (line {r.line})") for r in group)
+    return records, duplicates
+
+
 def list_manifest(root: Path) -> Listing:
     """List a CSV manifest with columns `path,identity,gender` (gender M/F or 1/0); paths are
-    relative to the CSV's folder. `root` is the CSV file, or a folder holding `manifest.csv`."""
+    relative to the CSV's folder. `root` is the CSV file, or a folder holding `manifest.csv`.
+
+    A path that resolves outside that folder (``..``, absolute, or through a symlink) is
+    rejected; repeated rows of one file are dropped and counted in `Listing.duplicates`.
+    """
     csv_path = root / "manifest.csv" if root.is_dir() else root
     _require_file(csv_path, "manifest CSV")
-    base = csv_path.parent
-    records: list[Record] = []
     rejected: list[Rejection] = []
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"path", "identity", "gender"} - set(reader.fieldnames or [])
-        if missing:
-            raise DataError(
-                f"{csv_path}: missing column(s) {sorted(missing)}; "
-                f"the header must name path,identity,gender (found {reader.fieldnames})"
-            )
-        for line_no, row in enumerate(reader, start=2):
-            rel = (row["path"] or "").strip()
-            if not rel:
-                rejected.append(Rejection(f"{csv_path.name}:{line_no}", "empty path"))
-                continue
-            identity = (row["identity"] or "").strip()
-            code = (row["gender"] or "").strip().lower()
-            if not identity:
-                rejected.append(Rejection(rel, f"no identity label (line {line_no})"))
-            elif code not in _GENDER_CODES:
-                why = "no gender label" if not code else f"unknown gender label {code!r}"
-                rejected.append(Rejection(rel, f"{why} (line {line_no}; use M/F or 1/0)"))
-            else:
-                records.append(Record(base / rel, rel, identity, _GENDER_CODES[code]))
-    return Listing(records, rejected)
+    try:
+        rows = _manifest_rows(csv_path, rejected)
+    except csv.Error as exc:
+        raise DataError(f"{csv_path}: not a readable CSV file: {exc}") from None
+    records, duplicates = _dedupe(rows, rejected)
+    return Listing(records, rejected, duplicates)
 
 
 READERS: dict[str, Callable[[Path], Listing]] = {

@@ -194,7 +194,8 @@ def prepare(
     )
     progress(
         f"found {len(listing.records)} labelled images of {len(set(names))} identities "
-        f"({len(listing.rejected)} rejected); decoding {len(records)} "
+        f"({len(listing.rejected)} rejected, {listing.duplicates} duplicate rows dropped); "
+        f"decoding {len(records)} "
         f"(at most {max_per_identity or 'all'} per identity) at {size} px"
     )
     settings = Settings(size=size, crop=crop, detect=detect)
@@ -218,7 +219,8 @@ def prepare(
         options=options,
         rejected=rejected,
         overwrite=overwrite,
-        extra_info={"root": str(root), "seconds": round(time.perf_counter() - t0, 1)},
+        extra_info={"root": str(root), "seconds": round(time.perf_counter() - t0, 1),
+                    "duplicates_dropped": listing.duplicates},
     )
     return info
 
@@ -283,6 +285,8 @@ def summary_table(info: dict[str, Any], out: Path | None = None) -> str:
         + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(rej.items())) + ")" if rej else "")
         + (f" -> {out / 'rejected.csv'}" if out is not None and n_rej else "")
     )
+    if info.get("duplicates_dropped"):
+        lines.append(f"duplicate rows dropped: {info['duplicates_dropped']}")
     lines.append(
         f"size {info['size']} px, seed {info['seed']}, fingerprint {info['fingerprint'][:16]}"
     )

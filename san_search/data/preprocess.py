@@ -4,7 +4,9 @@ crop, resize. Runs in worker processes, so everything here is a plain top-level 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -12,11 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from san_search.errors import DataError
 
 # Haar boxes are tight around eyes-to-mouth; widen them so the crop matches a centred crop
 # of an aligned set (forehead and chin included).
 DETECT_MARGIN = 1.4
+
+# Images with more pixels are refused before decoding (PIL's own warning threshold, about
+# 9459 x 9459): a small compressed file can claim 20000 x 20000 and inflate to gigabytes.
+MAX_PIXELS = 89_478_485
 
 
 @dataclass(frozen=True)
@@ -81,9 +89,43 @@ def crop_square(img: Image.Image, cx: float, cy: float, side: float) -> Image.Im
     return img.crop(box4)  # PIL pads out-of-bounds regions with 0
 
 
+def _scaled(a: np.ndarray, top: float) -> Image.Image:
+    return Image.fromarray(np.round(a.astype(np.float64) * (255.0 / top)).astype(np.uint8))
+
+
+def to_gray(img: Image.Image) -> Image.Image:
+    """8-bit grayscale of any PIL mode. 16- and 32-bit integer modes are scaled from 0..65535
+    and float mode F from 0..1 (PIL's own convert clips them, so a 16-bit photo turns white);
+    values outside those ranges, or a mode PIL cannot turn into gray, raise DataError."""
+    mode = img.mode
+    if mode.startswith("I"):  # I;16, I;16B, I;16L, I;16N, I (32-bit)
+        a = np.asarray(img)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise DataError(f"unsupported pixel values: integer image (mode {mode}) with "
+                            f"values in [{lo}, {hi}], expected [0, 65535]")
+        return _scaled(a, 65535.0)
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        low, high = float(np.nanmin(a)), float(np.nanmax(a))
+        if not np.isfinite(a).all() or low < 0 or high > 1:
+            raise DataError(f"unsupported pixel values: float image (mode F) with values in "
+                            f"[{low:g}, {high:g}], expected [0, 1]")
+        return _scaled(a, 1.0)
+    for route in (("L",), ("RGB", "L")):
+        try:
+            out = img
+            for step in route:
+                out = out.convert(step)
+            return out
+        except ValueError:
+            continue
+    raise DataError(f"unsupported image mode {mode}: no conversion to grayscale")
+
+
 def to_face(img: Image.Image, settings: Settings) -> np.ndarray | None:
     """Grayscale, crop and resize one image; None when `detect` finds no face."""
-    gray = img.convert("L")
+    gray = to_gray(img)
     w, h = gray.size
     if settings.detect:
         found = _detect_box(np.asarray(gray))
@@ -97,20 +139,35 @@ def to_face(img: Image.Image, settings: Settings) -> np.ndarray | None:
     return np.asarray(face, dtype=np.uint8)
 
 
+def _open_face(raw: bytes, settings: Settings) -> np.ndarray | None:
+    """Decode and preprocess one file's bytes; DataError when too large or unconvertible."""
+    with warnings.catch_warnings():
+        # our own limit below is lower than PIL's error threshold and names the size
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(raw)) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise DataError(f"image too large: {w}x{h} = {w * h} pixels, over the limit of "
+                                f"{MAX_PIXELS} (a guard against decompression bombs)")
+            img.load()
+            return to_face(img, settings)
+
+
 def decode_file(path: Path, settings: Settings) -> Decoded:
-    """Read one file and preprocess it; failures come back as `Decoded.error`, never raised."""
+    """Read one file and preprocess it; failures come back as `Decoded.error`, never raised,
+    so one bad file never stops a batch."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         return Decoded(None, "", f"unreadable file: {exc.strerror or exc}")
     digest = hashlib.sha256(raw).hexdigest()
     try:
-        import io
-
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()
-            face = to_face(img, settings)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        face = _open_face(raw, settings)
+    except DataError as exc:
+        return Decoded(None, digest, str(exc))
+    except Image.DecompressionBombError as exc:  # over twice PIL's limit: raised by open
+        return Decoded(None, digest, f"image too large: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on hostile bytes is per file
         return Decoded(None, digest, f"corrupt or unsupported image: {exc}")
     if face is None:
         return Decoded(None, digest, "no face found")

@@ -150,3 +150,12 @@ def test_sigterm_mid_run_writes_nothing(tmp_path: Path) -> None:
     assert proc.wait(timeout=60) == 130
     assert "interrupted: nothing was written" in rest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_binary_manifest_is_named_by_the_cli(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "m.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    rc, err = _run(_prepare_args(tmp_path / "m.csv", tmp_path / "out"), capsys)
+    assert rc == 2
+    assert f"error: {tmp_path / 'm.csv'} is not UTF-8 text: byte 0x89 at offset 0" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

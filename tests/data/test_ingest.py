@@ -112,3 +112,79 @@ def test_manifest_missing_column(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path,person,gender\na.png,p1,M\n")
     with pytest.raises(DataError, match=r"missing column\(s\) \['identity'\]"):
         list_records("manifest", tmp_path / "m.csv")
+
+
+def _manifest_rows(root: Path, lines: list[str]) -> Path:
+    (root / "manifest.csv").write_text("path,identity,gender\n" + "\n".join(lines) + "\n")
+    return root
+
+
+def test_manifest_paths_outside_the_root_are_rejected(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    _png(root / "in.png")
+    _png(tmp_path / "outside.png")
+    (root / "link.png").symlink_to(tmp_path / "outside.png")
+    (root / "sub").mkdir()
+    (root / "sub" / "up").symlink_to(tmp_path)
+    _manifest_rows(root, ["in.png,a,M", "../outside.png,a,M", "/etc/passwd,b,F",
+                          "link.png,b,F", "sub/up/outside.png,c,F", "sub/../in.png,a,M"])
+    listing = list_records("manifest", root)
+    assert [(r.source, r.identity) for r in listing.records] == [("in.png", "a")]
+    reasons = {r.source: r.reason for r in listing.rejected}
+    outside = "path outside the manifest's folder: resolves to {} (line {})"
+    real = (tmp_path / "outside.png").resolve()
+    assert reasons == {
+        "../outside.png": outside.format(real, 3),
+        "/etc/passwd": outside.format("/etc/passwd", 4),
+        "link.png": outside.format(real, 5),
+        "sub/up/outside.png": outside.format(real, 6),
+    }
+    assert listing.duplicates == 1  # sub/../in.png is in.png again
+
+
+def test_manifest_duplicate_rows_are_dropped_and_counted(tmp_path: Path) -> None:
+    for name in ("x.png", "y.png"):
+        _png(tmp_path / name)
+    _manifest_rows(tmp_path, ["x.png,a,M", "y.png,b,F", "x.png,a,male", "./x.png,a,1",
+                              "y.png,b,F"])
+    listing = list_records("manifest", tmp_path)
+    assert [(r.source, r.identity, r.gender) for r in listing.records] == [
+        ("x.png", "a", MALE), ("y.png", "b", FEMALE)]
+    assert listing.duplicates == 3 and listing.rejected == []
+
+
+def test_manifest_image_under_two_identities_or_genders_is_rejected(tmp_path: Path) -> None:
+    for name in ("x.png", "y.png", "z.png"):
+        _png(tmp_path / name)
+    _manifest_rows(tmp_path, ["x.png,a,M", "y.png,b,F", "x.png,c,M", "z.png,d,M",
+                              "y.png,b,M", "z.png,d,M"])
+    listing = list_records("manifest", tmp_path)
+    assert [r.source for r in listing.records] == ["z.png"]
+    assert listing.duplicates == 1
+    reasons = sorted((r.source, r.reason) for r in listing.rejected)
+    assert reasons == [
+        ("x.png", "identity conflict: the same image is listed as 'a' and 'c' (line 2)"),
+        ("x.png", "identity conflict: the same image is listed as 'a' and 'c' (line 4)"),
+        ("y.png", "gender conflict: the same image is listed as F and M (line 3)"),
+        ("y.png", "gender conflict: the same image is listed as F and M (line 6)"),
+    ]
+
+
+def test_binary_manifest_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "manifest.csv").write_bytes(b"path,identity,gender\nok.png,a,M\n\xff\xfe\x00x")
+    with pytest.raises(DataError, match=r"manifest\.csv is not UTF-8 text: byte 0xff at "
+                                        r"offset 32; save it as UTF-8 CSV"):
+        list_records("manifest", tmp_path)
+
+
+def test_manifest_unresolvable_paths_are_rejected_not_raised(tmp_path: Path) -> None:
+    _png(tmp_path / "ok.png")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "manifest.csv").write_bytes(
+        b"path,identity,gender\nok.png,a,M\nbad\x00.png,a,M\nloop/x.png,b,F\n")
+    listing = list_records("manifest", tmp_path)
+    assert [r.source for r in listing.records] == ["ok.png"]
+    reasons = {r.source: r.reason for r in listing.rejected}
+    assert reasons["bad\x00.png"] == "unresolvable path: embedded null byte (line 3)"
+    assert reasons["loop/x.png"].startswith("unresolvable path: ")
+    assert reasons["loop/x.png"].endswith("(line 4)")

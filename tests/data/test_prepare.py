@@ -163,3 +163,27 @@ def test_detect_finds_real_faces_and_rejects_blank(lfw_subset: Path, tmp_path: P
     listed = kept + info["rejected"].get("no face found", 0)
     assert kept / listed >= 0.9  # Haar finds nearly every LFW face
     assert info["detect"] is True and info["crop"] is None
+
+
+def test_cli_prepare_counts_dropped_duplicates_and_rejects_outside_rows(
+        synth_files_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "faces"
+    shutil.copytree(synth_files_dir, root)
+    manifest = root / "manifest.csv"
+    lines = manifest.read_text().splitlines()
+    lines += [lines[1], lines[2], "./" + lines[1], "/etc/passwd,intruder,M"]
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ds"
+    rc = main(["data", "prepare", "--format", "manifest", "--root", str(manifest),
+               "--out", str(out), "--size", "16", "--pairs", "10", "--workers", "1"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["duplicates_dropped"] == 3
+    assert "duplicate rows dropped: 3" in text
+    assert "all            24      96" in text  # each image once
+    assert info["rejected"] == {"path outside the manifest's folder": 1}
+    with (out / "rejected.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows == [{"path": "/etc/passwd", "reason": "path outside the manifest's folder: "
+                     f"resolves to /etc/passwd (line {len(lines)})"}]
