@@ -38,6 +38,7 @@ from san_search.metric_names import (
     final,
     val,
 )
+from san_search.raylocal import start_ray
 from san_search.train import EpochHooks, check_candidate, fit, load_san
 from san_search.zoo import open_zoo
 
@@ -160,10 +161,7 @@ def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
     exp_id = tracking.setup(tracking_uri, experiment)  # unreachable server: fails in seconds
     uri = tracking.resolve_tracking_uri(tracking_uri)
     name = name or time.strftime("san-%Y%m%d-%H%M%S")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=ray_address or "local", include_dashboard=False,
-                 configure_logging=False)
+    started = start_ray(ray_address)
     try:
         check_resources(resources, ray.cluster_resources())
         tags = {"data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.data_fingerprint,

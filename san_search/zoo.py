@@ -38,6 +38,7 @@ from san_search.evaluators import TorchGender, TorchMatcher, as_float
 from san_search.metrics import gender_scores, pair_verification
 from san_search.models import builder, create
 from san_search.models.matchers import CosFace
+from san_search.raylocal import start_ray
 
 # ------------------------------------------------------------------ the spec
 
@@ -349,10 +350,7 @@ def train_zoo(spec: ZooSpec, data: str | Path, out: str | Path, *,
         log(f"[{name}] already trained, kept")
     if not todo:
         return open_zoo(out, ds.fingerprint)
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=ray_address or "local", include_dashboard=False,
-                 log_to_driver=True, configure_logging=False)
+    started = start_ray(ray_address)
     failures: list[str] = []
     try:
         task = ray.remote(_train_task)

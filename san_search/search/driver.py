@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from san_search import tracking
 from san_search.console import Log
 from san_search.errors import SearchError
+from san_search.raylocal import start_ray
 from san_search.search.context import TrialContext
 from san_search.search.front import TrialRow, TrialView, front_hypervolume, plain, trial_rows
 from san_search.search.record import (
@@ -205,14 +206,8 @@ def resume(name: str, *, out: str | Path, ray_address: str | None = None,
 
 
 def _ray_init(address: str | None) -> bool:
-    import ray
-
     configure_process()
-    if ray.is_initialized():
-        return False
-    ray.init(address=address or "local", include_dashboard=False, configure_logging=False,
-             log_to_driver=False)
-    return True
+    return start_ray(address, log_to_driver=False)
 
 
 def _tuner(record: SearchRecord, ctx: TrialContext, resume: bool) -> Tuner:
