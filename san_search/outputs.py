@@ -61,7 +61,8 @@ def json_file(path: Path) -> dict[str, object] | None:
 
 def refusal(out: Path, kind: OutputKind) -> str:
     """The message for an --overwrite of a folder this tool did not write."""
-    legacy = (f", nor the {kind.legacy_signature} of a {kind.name} written by san-search 0.1"
+    article = "an" if kind.name[0] in "aeiou" else "a"
+    legacy = (f", nor the {kind.legacy_signature} of {article} {kind.name} from san-search 0.1"
               if kind.legacy_signature else "")
     return (f"refusing to replace {out}: it has no {MARKER} marker file{legacy}, so "
             f"san-search did not write it; nothing was changed. Pick another folder, or "
