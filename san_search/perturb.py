@@ -5,6 +5,13 @@ the same crop or face detection, the same size), then the ensemble, and is writt
 under the output folder with its relative path (`a/b.jpg` -> `a/b.png`). Unreadable,
 corrupt or faceless files are reported and skipped; the rest go on. Each PNG is written to
 a temporary name and renamed, so an interrupted run leaves only whole files.
+
+Safety: `--output` may not be, contain or lie inside `--input` (symlinks resolved); that is
+checked before anything is read. The output folder gets the `.san-search-output` marker before
+the first PNG. A non-empty `--output` is refused; with `--overwrite` it is accepted only if it
+has the marker (an earlier perturb output), and then only the PNGs this run writes are
+replaced: every other file in it is left as is. Outputs of san-search 0.1 have no marker and
+cannot be told from a folder of photos, so they are refused too.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 
 from san_search.atomic import write_atomic
 from san_search.errors import EnsembleError
+from san_search.outputs import OutputKind, refusal, write_marker, written_by_tool
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
                   ".ppm"}
@@ -51,18 +59,48 @@ def list_inputs(source: Path) -> tuple[Path, list[Path]]:
     return source, files
 
 
+PERTURBED = OutputKind("perturb output", EnsembleError)
+
+
+def check_paths(source: Path, output: Path) -> None:
+    """Refuse an --output that is, contains or lies inside --input (symlinks resolved), so
+    the originals can never be replaced or read back as input."""
+    src, out = source.resolve(), output.resolve()
+    if out == src or out.is_relative_to(src) or src.is_relative_to(out):
+        where = ("is" if out == src else "lies inside" if out.is_relative_to(src)
+                 else "contains")
+        raise EnsembleError(f"--output {output} {where} --input {source} (resolved: {out} "
+                            f"and {src}); pick an output folder outside the input")
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """A new or empty folder, or (with `overwrite`) one an earlier perturb run wrote."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise EnsembleError(f"--output {out} is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise EnsembleError(f"--output {out} is not empty: pick an empty folder or pass "
+                            "--overwrite")
+    if not written_by_tool(out, PERTURBED):
+        raise EnsembleError(refusal(out, PERTURBED))
+
+
 def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, *,
                   policy: str | None = None, backend: str = "torch", overwrite: bool = False,
                   progress: Callable[[str], None] = stderr) -> PerturbReport:
     from san_search.data.preprocess import Settings, decode_file
     from san_search.ensemble.serving import load_ensemble
 
+    """Perturb every image under `source` into `output`; see the module docstring for what
+    `overwrite` may replace."""
+    out = Path(output)
+    check_paths(Path(source), out)  # before anything is read
+    check_output_folder(out, overwrite)
     ens = load_ensemble(ensemble, backend, policy)  # verifies hashes first
     root, files = list_inputs(Path(source))
-    out = Path(output)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise EnsembleError(f"--output {out} is not empty: pick an empty folder or pass "
-                            "--overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, PERTURBED)
     pre = ens.manifest["preprocessing"]
     settings = Settings(size=int(pre["size"]), crop=float(pre.get("crop") or 1.0),
                         detect=bool(pre.get("detect")))
