@@ -11,7 +11,9 @@ checked before anything is read. The output folder gets the `.san-search-output`
 the first PNG. A non-empty `--output` is refused; with `--overwrite` it is accepted only if it
 has the marker (an earlier perturb output), and then only the PNGs this run writes are
 replaced: every other file in it is left as is. Outputs of san-search 0.1 have no marker and
-cannot be told from a folder of photos, so they are refused too.
+cannot be told from a folder of photos, so they are refused too. Within a run, no PNG is
+written twice (two inputs with one output name: the first is kept, the other reported) or
+through a symbolic link that leads out of `--output`.
 """
 
 from __future__ import annotations
@@ -86,14 +88,28 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
         raise EnsembleError(refusal(out, PERTURBED))
 
 
+def destination(p: Path, root: Path, out: Path, claimed: dict[Path, Path]
+                ) -> tuple[Path | None, str]:
+    """Where input `p`'s PNG goes, or None and why not: of two inputs with one output name
+    (`a.jpg`, `a.png`) the first keeps it, and a subfolder of `--output` that is a symbolic
+    link out of it is not followed (it could lead anywhere, the input included)."""
+    dst = out / p.relative_to(root).with_suffix(".png")
+    if dst in claimed:
+        return None, f"same output {dst} as {claimed[dst]}"
+    if not dst.parent.resolve().is_relative_to(out.resolve()):
+        return None, f"its output {dst} would leave --output {out} through a symbolic link"
+    claimed[dst] = p
+    return dst, ""
+
+
 def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, *,
                   policy: str | None = None, backend: str = "torch", overwrite: bool = False,
                   progress: Callable[[str], None] = stderr) -> PerturbReport:
+    """Perturb every image under `source` into `output`; see the module docstring for what
+    `overwrite` may replace."""
     from san_search.data.preprocess import Settings, decode_file
     from san_search.ensemble.serving import load_ensemble
 
-    """Perturb every image under `source` into `output`; see the module docstring for what
-    `overwrite` may replace."""
     out = Path(output)
     check_paths(Path(source), out)  # before anything is read
     check_output_folder(out, overwrite)
@@ -109,20 +125,25 @@ def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, 
     report = PerturbReport()
     t0 = time.perf_counter()
     side = settings.size
+    claimed: dict[Path, Path] = {}
     for start in range(0, len(files), CHUNK):
         batch, faces = [], []
         for p in files[start : start + CHUNK]:
+            dst, why = destination(p, root, out, claimed)
+            if dst is None:
+                report.skipped.append((p, why))
+                progress(f"skipped {p}: {why}")
+                continue
             dec = decode_file(p, settings)
             if dec.error is not None or dec.pixels is None:
                 report.skipped.append((p, dec.error or "unreadable"))
                 progress(f"skipped {p}: {dec.error}")
                 continue
-            batch.append(p)
+            batch.append(dst)
             faces.append(np.frombuffer(dec.pixels, np.uint8).reshape(side, side))
         if faces:
             y = ens.runtime.perturb(np.stack(faces))
-            for p, img in zip(batch, y, strict=True):
-                dst = out / p.relative_to(root).with_suffix(".png")
+            for dst, img in zip(batch, y, strict=True):
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 png = io.BytesIO()
                 Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(

@@ -119,3 +119,32 @@ def test_cli_perturb_never_replaces_the_input_or_a_folder_it_did_not_write(
     got = _contents(out)
     assert sorted(got) == [MARKER, "a.png", "notes.txt", "sub/b.png"]
     assert got["notes.txt"] == b"mine" and got["a.png"].startswith(b"\x89PNG")
+
+
+def test_perturb_writes_no_png_twice_and_never_through_a_symlink_out_of_output(
+        exported: tuple[Path, Selection], tmp_path: Path) -> None:
+    from PIL import Image
+
+    from san_search.perturb import perturb_files
+
+    ens, _ = exported
+    src = tmp_path / "photos"
+    _photos(src)
+    Image.open(src / "a.png").convert("RGB").save(src / "a.jpg")  # a.jpg and a.png -> a.png
+    out = tmp_path / "out"
+    first = perturb_files(ens, src, out, progress=lambda _: None)
+    assert sorted(p.relative_to(out).as_posix() for p in first.written) == ["a.png", "sub/b.png"]
+    assert first.skipped == [(src / "a.png", f"same output {out / 'a.png'} as {src / 'a.jpg'}")]
+    # a subfolder of the (marked) output replaced by a link to someone else's folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "b.png").write_bytes(b"not perturb's")
+    for p in (out / "sub").iterdir():
+        p.unlink()
+    (out / "sub").rmdir()
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    again = perturb_files(ens, src, out, overwrite=True, progress=lambda _: None)
+    assert (elsewhere / "b.png").read_bytes() == b"not perturb's"
+    assert (src / "sub" / "b.png", f"its output {out / 'sub' / 'b.png'} would leave --output "
+            f"{out} through a symbolic link") in again.skipped
+    assert [p.relative_to(out).as_posix() for p in again.written] == ["a.png"]
