@@ -5,6 +5,15 @@ the same crop or face detection, the same size), then the ensemble, and is writt
 under the output folder with its relative path (`a/b.jpg` -> `a/b.png`). Unreadable,
 corrupt or faceless files are reported and skipped; the rest go on. Each PNG is written to
 a temporary name and renamed, so an interrupted run leaves only whole files.
+
+Safety: `--output` may not be, contain or lie inside `--input` (symlinks resolved); that is
+checked before anything is read. The output folder gets the `.san-search-output` marker before
+the first PNG. A non-empty `--output` is refused; with `--overwrite` it is accepted only if it
+has the marker (an earlier perturb output), and then only the PNGs this run writes are
+replaced: every other file in it is left as is. Outputs of san-search 0.1 have no marker and
+cannot be told from a folder of photos, so they are refused too. Within a run, no PNG is
+written twice (two inputs with one output name: the first is kept, the other reported) or
+through a symbolic link that leads out of `--output`.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import numpy as np
 
 from san_search.atomic import write_atomic
 from san_search.errors import EnsembleError
+from san_search.outputs import OutputKind, refusal, write_marker, written_by_tool
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
                   ".ppm"}
@@ -51,18 +61,62 @@ def list_inputs(source: Path) -> tuple[Path, list[Path]]:
     return source, files
 
 
+PERTURBED = OutputKind("perturb output", EnsembleError)
+
+
+def check_paths(source: Path, output: Path) -> None:
+    """Refuse an --output that is, contains or lies inside --input (symlinks resolved), so
+    the originals can never be replaced or read back as input."""
+    src, out = source.resolve(), output.resolve()
+    if out == src or out.is_relative_to(src) or src.is_relative_to(out):
+        where = ("is" if out == src else "lies inside" if out.is_relative_to(src)
+                 else "contains")
+        raise EnsembleError(f"--output {output} {where} --input {source} (resolved: {out} "
+                            f"and {src}); pick an output folder outside the input")
+
+
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """A new or empty folder, or (with `overwrite`) one an earlier perturb run wrote."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise EnsembleError(f"--output {out} is not a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise EnsembleError(f"--output {out} is not empty: pick an empty folder or pass "
+                            "--overwrite")
+    if not written_by_tool(out, PERTURBED):
+        raise EnsembleError(refusal(out, PERTURBED))
+
+
+def destination(p: Path, root: Path, out: Path, claimed: dict[Path, Path]
+                ) -> tuple[Path | None, str]:
+    """Where input `p`'s PNG goes, or None and why not: of two inputs with one output name
+    (`a.jpg`, `a.png`) the first keeps it, and a subfolder of `--output` that is a symbolic
+    link out of it is not followed (it could lead anywhere, the input included)."""
+    dst = out / p.relative_to(root).with_suffix(".png")
+    if dst in claimed:
+        return None, f"same output {dst} as {claimed[dst]}"
+    if not dst.parent.resolve().is_relative_to(out.resolve()):
+        return None, f"its output {dst} would leave --output {out} through a symbolic link"
+    claimed[dst] = p
+    return dst, ""
+
+
 def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, *,
                   policy: str | None = None, backend: str = "torch", overwrite: bool = False,
                   progress: Callable[[str], None] = stderr) -> PerturbReport:
+    """Perturb every image under `source` into `output`; see the module docstring for what
+    `overwrite` may replace."""
     from san_search.data.preprocess import Settings, decode_file
     from san_search.ensemble.serving import load_ensemble
 
+    out = Path(output)
+    check_paths(Path(source), out)  # before anything is read
+    check_output_folder(out, overwrite)
     ens = load_ensemble(ensemble, backend, policy)  # verifies hashes first
     root, files = list_inputs(Path(source))
-    out = Path(output)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise EnsembleError(f"--output {out} is not empty: pick an empty folder or pass "
-                            "--overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, PERTURBED)
     pre = ens.manifest["preprocessing"]
     settings = Settings(size=int(pre["size"]), crop=float(pre.get("crop") or 1.0),
                         detect=bool(pre.get("detect")))
@@ -71,20 +125,25 @@ def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, 
     report = PerturbReport()
     t0 = time.perf_counter()
     side = settings.size
+    claimed: dict[Path, Path] = {}
     for start in range(0, len(files), CHUNK):
         batch, faces = [], []
         for p in files[start : start + CHUNK]:
+            dst, why = destination(p, root, out, claimed)
+            if dst is None:
+                report.skipped.append((p, why))
+                progress(f"skipped {p}: {why}")
+                continue
             dec = decode_file(p, settings)
             if dec.error is not None or dec.pixels is None:
                 report.skipped.append((p, dec.error or "unreadable"))
                 progress(f"skipped {p}: {dec.error}")
                 continue
-            batch.append(p)
+            batch.append(dst)
             faces.append(np.frombuffer(dec.pixels, np.uint8).reshape(side, side))
         if faces:
             y = ens.runtime.perturb(np.stack(faces))
-            for p, img in zip(batch, y, strict=True):
-                dst = out / p.relative_to(root).with_suffix(".png")
+            for dst, img in zip(batch, y, strict=True):
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 png = io.BytesIO()
                 Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8)).save(

@@ -18,7 +18,8 @@ def add_data_prepare(sub: Subparsers) -> None:
     p.add_argument("--format", required=True, choices=["lfw", "celeba", "manifest"])
     p.add_argument("--root", required=True,
                    help="dataset root (for manifest: the CSV, or a folder with manifest.csv)")
-    p.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite)")
+    p.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite of "
+                   "one san-search wrote)")
     p.add_argument("--size", type=int, default=64, help="image side in pixels, even (64)")
     p.add_argument("--crop", type=float, default=None,
                    help="centred crop side as a fraction of the shorter side "
@@ -53,7 +54,8 @@ def add_data_synth(sub: Subparsers) -> None:
         description="Generate a seeded synthetic face set: as a prepared dataset, or with "
         "--files as PNGs + manifest.csv for `data prepare --format manifest`.",
     )
-    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--out", required=True,
+                   help="output folder (must not exist, or --overwrite of one san-search wrote)")
     s.add_argument("--identities", type=int, default=500, help="number of people (500)")
     s.add_argument("--images-per-identity", type=int, default=20, help="images per person (20)")
     s.add_argument("--size", type=int, default=64, help="image side in pixels, even (64)")

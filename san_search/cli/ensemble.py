@@ -60,7 +60,9 @@ def add_ensemble_export(sub: Subparsers) -> None:
     ee.add_argument("--out", required=True, help="export folder (must not exist)")
     ee.add_argument("--policy", choices=["random", "chain"], default=None,
                     help="default policy (the one chosen at select)")
-    ee.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    ee.add_argument("--overwrite", action="store_true",
+                    help="replace --out if it is an export (its .san-search-output marker, or "
+                    "a 0.1 export's manifest.json); any other folder is refused")
     ee.add_argument("--registered-name", default="san-search-ensemble",
                     help="MLflow registered model name (san-search-ensemble)")
     ee.add_argument("--alias", default="champion", help="alias of the new version (champion)")
@@ -92,12 +94,15 @@ def add_perturb(sub: Subparsers) -> None:
         "images are reported and skipped.")
     pt.add_argument("--ensemble", required=True, help="export folder")
     pt.add_argument("--input", required=True, help="an image file or a folder of images")
-    pt.add_argument("--output", required=True, help="output folder (empty or new)")
+    pt.add_argument("--output", required=True,
+                    help="output folder (empty or new), outside --input")
     pt.add_argument("--policy", choices=["random", "chain"], default=None,
                     help="override the ensemble's policy")
     pt.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                     help="PyTorch or ONNX Runtime (torch)")
-    pt.add_argument("--overwrite", action="store_true", help="allow a non-empty --output")
+    pt.add_argument("--overwrite", action="store_true",
+                    help="allow a non-empty --output that an earlier perturb wrote (its "
+                    ".san-search-output marker); only the PNGs this run writes are replaced")
     pt.set_defaults(func=cmd_perturb)
 
 

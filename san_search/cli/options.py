@@ -39,7 +39,9 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
                    metavar="TR,VA,TE", help="identity fractions of train,val,test (0.7,0.15,0.15)")
     p.add_argument("--pairs", type=int, default=3000,
                    help="genuine verification pairs per val/test split, as many impostor (3000)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if san-search wrote it (its .san-search-output marker, "
+                   "or a 0.1 dataset's dataset.json); any other folder is refused")
 
 
 def add_tracking_options(p: argparse.ArgumentParser, experiment: str) -> None:

@@ -12,6 +12,7 @@ A prepared dataset is a folder:
 - `pairs/<split>.parquet` for val and test: `a`, `b` (row positions in that split), `same`.
 - `prototypes.npz`: `female`, `male` — the mean train face of each gender, float32 in [0, 1].
 - `dataset.json`: settings, counts, fingerprint. `rejected.csv`: every skipped input image.
+- `.san-search-output`: the marker (san_search.outputs) that lets `--overwrite` replace it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from san_search import outputs
 from san_search.data.ingest import Rejection
 from san_search.data.splits import SPLITS, Pairs
 from san_search.errors import DataError
+from san_search.outputs import OutputKind, json_file, write_marker
 
 SCHEMA_VERSION = 1
 ROWS_PER_SHARD = 4096
@@ -132,20 +135,30 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Fail before any work when `out` exists and may not be replaced."""
-    if out.exists() and not overwrite:
-        raise DataError(f"output folder already exists: {out} (pass --overwrite to replace it)")
-    if out.exists() and not out.is_dir():
-        raise DataError(f"output path exists and is not a folder: {out}")
+def _is_legacy_dataset(folder: Path) -> bool:
+    """A prepared dataset written by san-search 0.1 (no marker): its dataset.json."""
+    info = json_file(folder / "dataset.json")
+    return info is not None and "schema_version" in info and "fingerprint" in info
+
+
+DATASET = OutputKind("prepared dataset", DataError, _is_legacy_dataset,
+                     "dataset.json (with schema_version and fingerprint)")
+SYNTH_FILES = OutputKind("synthetic face files", DataError)  # 0.1's look like a user's files
+
+
+def check_output(out: Path, overwrite: bool, kind: OutputKind = DATASET) -> None:
+    """Fail before any work when `out` exists and may not be replaced: `--overwrite`
+    replaces only a folder with san-search's marker (or a 0.1 dataset's dataset.json)."""
+    outputs.check_output(out, overwrite, kind)
 
 
 @contextmanager
-def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `out` by a rename, on any
-    failure (or interrupt) it is deleted, so `out` is never half-written."""
+def atomic_folder(out: Path, overwrite: bool, kind: OutputKind = DATASET) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success the marker is written into it and it
+    replaces `out` by a rename, on any failure (or interrupt) it is deleted, so `out` is
+    never half-written and a half-written folder never has the marker."""
     out = Path(out).absolute()
-    check_output(out, overwrite)
+    check_output(out, overwrite, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     _clear_stale_partials(out)
     tmp = out.parent / f"{_partial_name(out)}{os.getpid()}"
@@ -153,6 +166,8 @@ def atomic_folder(out: Path, overwrite: bool) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        write_marker(tmp, kind)
+        check_output(out, overwrite, kind)  # again: `out` may have appeared meanwhile
         if out.exists():
             trash = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(trash)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from san_search.data.prepare import BuildOptions, build_dataset, check_size
-from san_search.data.store import atomic_folder
+from san_search.data.store import SYNTH_FILES, atomic_folder
 from san_search.errors import DataError
 
 GENDER_SHIFT = 1.4
@@ -199,7 +199,7 @@ def synth_files(
     images, names, gender, sources = generate(identities, images_per_identity, size, seed,
                                               female_share)
     out = Path(out).absolute()
-    with atomic_folder(out, overwrite) as tmp:
+    with atomic_folder(out, overwrite, SYNTH_FILES) as tmp:
         rows = [["path", "identity", "gender"]]
         for im, name, g, src in zip(images, names, gender, sources, strict=True):
             (tmp / src).parent.mkdir(exist_ok=True)

@@ -11,6 +11,8 @@ Layout of an export folder:
   gender_predictor.safetensors / .onnx   the auxiliary classifier that picks prototypes
   prototypes.safetensors        the female and male prototype faces
   trade_off.png, README.md      the model card
+  .san-search-output            the marker that lets `--overwrite` replace the folder (not
+                                hashed: written after the manifest, just before the rename)
 
 Writers put each part in place; every ONNX graph is read back and checked against its PyTorch
 module as it is written, and the finished folder is verified by loading it with both
@@ -51,6 +53,7 @@ from san_search.ensemble.serving import (
     load_ensemble,
 )
 from san_search.errors import EnsembleError
+from san_search.outputs import OutputKind, check_output, json_file, write_marker
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -329,16 +332,27 @@ def _write_all(tmp: Path, sel: Selection, policy: str, ds: PreparedDataset, zoo:
     return manifest, check
 
 
+def _is_legacy_export(folder: Path) -> bool:
+    """An export written by san-search 0.1 (no marker): manifest.json in the export format."""
+    manifest = json_file(folder / MANIFEST)
+    return manifest is not None and manifest.get("format") == FORMAT
+
+
+EXPORT = OutputKind("ensemble export", EnsembleError, _is_legacy_export,
+                    f"{MANIFEST} (format {FORMAT})")
+
+
 def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = None,
                     overwrite: bool = False, log: Log = print) -> Path:
-    """Write and verify the export folder for `sel`; returns its path."""
+    """Write and verify the export folder for `sel`; returns its path. `overwrite` replaces
+    only an existing export (with the `.san-search-output` marker, or a 0.1 export's
+    manifest.json), checked before any work; any other folder is refused and left as is."""
     from san_search.data import open_dataset
     from san_search.zoo import open_zoo
 
     policy = check_policy(policy or sel.policy)
     out = Path(out).absolute()
-    if out.exists() and not overwrite:
-        raise EnsembleError(f"{out} already exists: pick another --out or pass --overwrite")
+    check_output(out, overwrite, EXPORT)
     ds = open_dataset(sel.data)
     if ds.fingerprint != sel.data_fingerprint:
         raise EnsembleError(f"the dataset at {sel.data} changed since the ensemble was chosen")
@@ -350,9 +364,15 @@ def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = Non
     try:
         manifest, check = _write_all(tmp, sel, policy, ds, zoo, log)
         verify_export(tmp, ds.split("val").images[:VERIFY_IMAGES])
+        write_marker(tmp, EXPORT)  # last, after the manifest: not one of its hashed files
+        check_output(out, overwrite, EXPORT)  # again: `out` may have appeared meanwhile
         if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
+            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

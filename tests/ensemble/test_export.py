@@ -102,3 +102,78 @@ def test_registered_pyfunc_loads_by_alias_and_predicts(exported: tuple[Path, Sel
     assert np.array_equal(np.asarray(model.predict(x)), want)
     chain = np.asarray(model.predict(x, params={"policy": "chain"}))
     assert np.array_equal(chain, load_ensemble(out).runtime.perturb(x, "chain"))
+
+
+# ------------------------------------------------------------------ overwrite safety
+
+def _user_folder(path: Path) -> dict[str, bytes]:
+    path.mkdir(parents=True)
+    (path / "manifest.json").write_text('{"format": "my-own-list"}')
+    (path / "thesis.pdf").write_bytes(b"%PDF years of work")
+    return {p.name: p.read_bytes() for p in path.iterdir()}
+
+
+def test_export_overwrite_refuses_a_folder_the_tool_did_not_write(
+        exported: tuple[Path, Selection], tmp_path: Path) -> None:
+    from san_search.ensemble.export import export_ensemble
+
+    _, sel = exported
+    mine = tmp_path / "mine"
+    files = _user_folder(mine)
+    with pytest.raises(EnsembleError) as err:
+        export_ensemble(sel, mine, overwrite=True, log=lambda _: None)
+    assert str(err.value).startswith(
+        f"refusing to replace {mine}: it has no .san-search-output marker file, nor the "
+        "manifest.json (format san-search-ensemble/1) of an ensemble export from san-search "
+        "0.1")
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_export_has_the_marker_outside_its_hashed_files(
+        exported: tuple[Path, Selection]) -> None:
+    from san_search.outputs import MARKER
+
+    out, _ = exported
+    marker = json.loads((out / MARKER).read_text())
+    assert marker["kind"] == "ensemble export" and marker["written_by"] == "san-search"
+    assert MARKER not in json.loads((out / "manifest.json").read_text())["files"]
+
+
+def test_export_overwrite_replaces_an_export_from_0_1(exported: tuple[Path, Selection],
+                                                      tmp_path: Path) -> None:
+    import shutil
+
+    from san_search.ensemble.export import EXPORT, export_ensemble
+    from san_search.outputs import MARKER, check_output
+
+    out, sel = exported
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    (old / MARKER).unlink()  # 0.1 wrote no marker: its manifest.json is the signature
+    (old / "stale.txt").write_text("x")
+    check_output(old, True, EXPORT)  # accepted
+    export_ensemble(sel, old, overwrite=True, log=lambda _: None)
+    assert (old / MARKER).is_file() and not (old / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old"]
+
+
+def test_cli_export_overwrite_refuses_a_users_folder(
+        exported: tuple[Path, Selection], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from san_search.cli import main
+    from san_search.search import SEARCH_FILE
+
+    _, sel = exported
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / SEARCH_FILE).write_text("{}")
+    sel.save(search)
+    mine = tmp_path / "mine"
+    files = _user_folder(mine)
+    rc = main(["ensemble", "export", "--search", str(search), "--out", str(mine),
+               "--overwrite", "--no-register"])
+    assert rc == 2
+    assert f"error: refusing to replace {mine}: it has no .san-search-output" in (
+        capsys.readouterr().err)
+    assert {p.name: p.read_bytes() for p in mine.iterdir()} == files

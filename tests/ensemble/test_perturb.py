@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from san_search.ensemble.orchestration import Selection
+from san_search.errors import EnsembleError
 
 
 def test_perturb_writes_pngs_and_skips_unreadable_images(
@@ -46,3 +47,104 @@ def test_perturb_writes_pngs_and_skips_unreadable_images(
     rc = main(["perturb", "--ensemble", str(out), "--input", str(src),
                "--output", str(tmp_path / "o1")])
     assert rc == 2 and "is not empty" in capsys.readouterr().err
+
+
+def _photos(folder: Path) -> dict[str, bytes]:
+    """A user's PNG photos: what perturb must never replace."""
+    from PIL import Image
+
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "sub/b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8)).save(folder / name)
+    return _contents(folder)
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["is", "lies inside", "contains", "is (a symlink to)"])
+def test_perturb_refuses_an_output_that_overlaps_the_input_before_reading_anything(
+        where: str, tmp_path: Path) -> None:
+    from san_search.perturb import perturb_files
+
+    src = tmp_path / "photos"
+    before = _photos(src)
+    output = {"is": src, "lies inside": src / "sub" / "out", "contains": tmp_path,
+              "is (a symlink to)": tmp_path / "link"}[where]
+    if where.startswith("is ("):
+        output.symlink_to(src, target_is_directory=True)
+    # the ensemble does not exist: the check must come before it is loaded
+    with pytest.raises(EnsembleError) as err:
+        perturb_files(tmp_path / "no-ensemble", src, output, overwrite=True)
+    verb = where.split(" (")[0]
+    assert str(err.value).startswith(f"--output {output} {verb} --input {src} (resolved: ")
+    assert _contents(src) == before
+    assert not (src / "sub" / "out").exists()
+
+
+def test_cli_perturb_never_replaces_the_input_or_a_folder_it_did_not_write(
+        exported: tuple[Path, Selection], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from san_search.cli import main
+    from san_search.outputs import MARKER
+
+    ens, _ = exported
+    src = tmp_path / "photos"
+    before = _photos(src)
+    rc = main(["perturb", "--ensemble", str(ens), "--input", str(src), "--output", str(src),
+               "--overwrite"])
+    assert rc == 2 and f"error: --output {src} is --input {src}" in capsys.readouterr().err
+    assert _contents(src) == before
+    # a non-empty folder without the marker: refused even with --overwrite
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.png").write_bytes(b"someone else's a.png")
+    rc = main(["perturb", "--ensemble", str(ens), "--input", str(src), "--output", str(other),
+               "--overwrite"])
+    assert rc == 2
+    assert f"refusing to replace {other}: it has no {MARKER} marker" in capsys.readouterr().err
+    assert _contents(other) == {"a.png": b"someone else's a.png"}
+    # perturb's own output (marked) may be rerun with --overwrite: only its PNGs change
+    out = tmp_path / "out"
+    assert main(["perturb", "--ensemble", str(ens), "--input", str(src), "--output",
+                 str(out)]) == 0
+    assert (out / MARKER).is_file()
+    (out / "notes.txt").write_text("mine")
+    (out / "a.png").write_bytes(b"stale")
+    assert main(["perturb", "--ensemble", str(ens), "--input", str(src), "--output",
+                 str(out), "--overwrite"]) == 0
+    got = _contents(out)
+    assert sorted(got) == [MARKER, "a.png", "notes.txt", "sub/b.png"]
+    assert got["notes.txt"] == b"mine" and got["a.png"].startswith(b"\x89PNG")
+
+
+def test_perturb_writes_no_png_twice_and_never_through_a_symlink_out_of_output(
+        exported: tuple[Path, Selection], tmp_path: Path) -> None:
+    from PIL import Image
+
+    from san_search.perturb import perturb_files
+
+    ens, _ = exported
+    src = tmp_path / "photos"
+    _photos(src)
+    Image.open(src / "a.png").convert("RGB").save(src / "a.jpg")  # a.jpg and a.png -> a.png
+    out = tmp_path / "out"
+    first = perturb_files(ens, src, out, progress=lambda _: None)
+    assert sorted(p.relative_to(out).as_posix() for p in first.written) == ["a.png", "sub/b.png"]
+    assert first.skipped == [(src / "a.png", f"same output {out / 'a.png'} as {src / 'a.jpg'}")]
+    # a subfolder of the (marked) output replaced by a link to someone else's folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "b.png").write_bytes(b"not perturb's")
+    for p in (out / "sub").iterdir():
+        p.unlink()
+    (out / "sub").rmdir()
+    (out / "sub").symlink_to(elsewhere, target_is_directory=True)
+    again = perturb_files(ens, src, out, overwrite=True, progress=lambda _: None)
+    assert (elsewhere / "b.png").read_bytes() == b"not perturb's"
+    assert (src / "sub" / "b.png", f"its output {out / 'sub' / 'b.png'} would leave --output "
+            f"{out} through a symbolic link") in again.skipped
+    assert [p.relative_to(out).as_posix() for p in again.written] == ["a.png"]
