@@ -175,10 +175,10 @@ class SearchSpace:
             except CandidateError as exc:
                 failed.append((where, exc))
         if failed:
-            where, exc = failed[0]
+            where, error = failed[0]
             if len(failed) == len(corners):  # no searched value helps: a fixed one breaks it
                 where = space._blame_fixed(zoo, image_size) or where
-            raise ConfigError(f"{self.path}: {where}: {exc}")
+            raise ConfigError(f"{self.path}: {where}: {error}")
         return space
 
     def _blame_fixed(self, zoo: Zoo, image_size: int) -> str | None:
