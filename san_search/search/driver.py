@@ -84,6 +84,39 @@ def check_trial_fits(space: SearchSpace, resources: Mapping[str, float]) -> None
                 f"`ray start --resources '{{\"{res}\": N}}'`, or drop it from the space)")
 
 
+def available_resources(ray_address: str | None) -> dict[str, float]:
+    """The Ray resources a search would get, for `search --check`. A local run: what the
+    local Ray that `start` launches would offer, computed without starting it (CPUs from
+    os.cpu_count, GPUs that torch sees, no custom resources); a Ray already running in this
+    process, or `ray_address`: the cluster's own `ray.cluster_resources()`."""
+    import ray
+
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
+    if ray_address is None:
+        import torch
+
+        return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    started = _ray_init(ray_address)
+    try:
+        return dict(ray.cluster_resources())
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def check(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Path, zoo: Path,
+          ray_address: str | None = None
+          ) -> tuple[SearchSpace, PreparedDataset, dict[str, float]]:
+    """Every check `start` runs before its first trial, starting no trial: the space against
+    the dataset and zoo, then a trial's resources against the Ray cluster it would use.
+    Returns (bound space, dataset, the resources checked)."""
+    space, ds, _ = bind(space_path, overrides, data, zoo)
+    resources = available_resources(ray_address)
+    check_trial_fits(space, resources)
+    return space, ds, resources
+
+
 def _score_baselines(record: SearchRecord) -> Baselines:
     from san_search.data import open_dataset
     from san_search.evaluate import PoolScorer, baseline_curves, load_pool
