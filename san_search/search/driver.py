@@ -72,9 +72,13 @@ def bind(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Pat
 
 def check_trial_fits(space: SearchSpace, resources: Mapping[str, float]) -> None:
     """Ray waits forever for resources no node has: refuse before any trial."""
+    from san_search.errors import CandidateError
     from san_search.experiment import check_resources
 
-    check_resources(space.resources, dict(resources))
+    try:
+        check_resources(space.resources, dict(resources))
+    except CandidateError as exc:
+        raise SearchError(f"{space.path}: resources: {exc}") from None
     for res, amount in (space.resources.custom or {}).items():
         need = space.resources.num_workers * amount
         if resources.get(res, 0.0) < need:

@@ -38,6 +38,7 @@ def test_check_refuses_resources_no_local_ray_would_offer(
     out = capsys.readouterr()
     assert "OK" not in out.out
     assert out.err.startswith("error: ")
+    assert out.err.startswith(f"error: {space}: resources: ")  # the file and the section
     assert message.format(cpus=float(os.cpu_count() or 1)) in out.err
     assert not ray.is_initialized()  # checked without starting Ray
 
