@@ -50,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_RECEIVED: list[str] = []  # the signals turned into KeyboardInterrupt, for the message
+
+
 def _raise_on_term(signum: int, frame: FrameType | None) -> None:
     # Turn SIGTERM into an exception so atomic writers remove their temporary folders.
-    raise KeyboardInterrupt(f"signal {signum}")
+    _RECEIVED.append(signal.Signals(signum).name)
+    raise KeyboardInterrupt(_RECEIVED[-1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,5 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
+        # Not "nothing was written": an interrupted search keeps its folder and runs (the
+        # driver has printed how to continue it), and other commands keep what they finished.
+        print(f"interrupted by {_RECEIVED[-1]}" if _RECEIVED else "interrupted",
+              file=sys.stderr)
         return 130

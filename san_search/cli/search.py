@@ -70,8 +70,16 @@ def cmd_search(args: argparse.Namespace) -> int:
                                            args.sampler, args.seed, args.scheduler)
         space_path = _space_path(args.space)
         if args.check:
-            space, ds, _ = search.bind(space_path, overrides, Path(args.data), Path(args.zoo))
+            from san_search.search.driver import check
+
+            space, ds, have = check(space_path, overrides, Path(args.data), Path(args.zoo),
+                                    args.ray_address)
             print(f"{space_path}: OK against {Path(args.zoo).absolute()} ({ds.size} px)")
+            where = f"the Ray cluster at {args.ray_address}" if args.ray_address else \
+                "a local Ray"
+            print(f"  a trial fits {where}: " + ", ".join(
+                f"{v:g} {k}" for k, v in sorted(have.items()) if k in ("CPU", "GPU")
+                or k in (space.resources.custom or {})))
             for k, v in space.describe().items():
                 print(f"  {k}: {v}")
             return 0

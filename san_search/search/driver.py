@@ -73,9 +73,13 @@ def bind(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Pat
 
 def check_trial_fits(space: SearchSpace, resources: Mapping[str, float]) -> None:
     """Ray waits forever for resources no node has: refuse before any trial."""
+    from san_search.errors import CandidateError
     from san_search.experiment import check_resources
 
-    check_resources(space.resources, dict(resources))
+    try:
+        check_resources(space.resources, dict(resources))
+    except CandidateError as exc:
+        raise SearchError(f"{space.path}: resources: {exc}") from None
     for res, amount in (space.resources.custom or {}).items():
         need = space.resources.num_workers * amount
         if resources.get(res, 0.0) < need:
@@ -83,6 +87,39 @@ def check_trial_fits(space: SearchSpace, resources: Mapping[str, float]) -> None
                 f"{space.path}: resources: custom: a trial needs {need:g} {res!r}; the Ray "
                 f"cluster has {resources.get(res, 0.0):g} (start nodes with "
                 f"`ray start --resources '{{\"{res}\": N}}'`, or drop it from the space)")
+
+
+def available_resources(ray_address: str | None) -> dict[str, float]:
+    """The Ray resources a search would get, for `search --check`. A local run: what the
+    local Ray that `start` launches would offer, computed without starting it (CPUs from
+    os.cpu_count, GPUs that torch sees, no custom resources); a Ray already running in this
+    process, or `ray_address`: the cluster's own `ray.cluster_resources()`."""
+    import ray
+
+    if ray.is_initialized():
+        return dict(ray.cluster_resources())
+    if ray_address is None:
+        import torch
+
+        return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+    started = _ray_init(ray_address)
+    try:
+        return dict(ray.cluster_resources())
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def check(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Path, zoo: Path,
+          ray_address: str | None = None
+          ) -> tuple[SearchSpace, PreparedDataset, dict[str, float]]:
+    """Every check `start` runs before its first trial, starting no trial: the space against
+    the dataset and zoo, then a trial's resources against the Ray cluster it would use.
+    Returns (bound space, dataset, the resources checked)."""
+    space, ds, _ = bind(space_path, overrides, data, zoo)
+    resources = available_resources(ray_address)
+    check_trial_fits(space, resources)
+    return space, ds, resources
 
 
 def _score_baselines(record: SearchRecord) -> Baselines:

@@ -167,12 +167,38 @@ class SearchSpace:
                 values = space.fixed[name]
                 for v in ([values] if isinstance(values, str) else values):
                     self._check_aux(f"fixed.{name}", v, kind, zoo)
-        for where, cfg in space._corners():
+        failed = []
+        corners = space._corners()
+        for where, cfg in corners:
             try:
                 check_candidate(cfg, zoo, image_size)
             except CandidateError as exc:
-                raise ConfigError(f"{self.path}: {where}: {exc}") from None
+                failed.append((where, exc))
+        if failed:
+            where, error = failed[0]
+            if len(failed) == len(corners):  # no searched value helps: a fixed one breaks it
+                where = space._blame_fixed(zoo, image_size) or where
+            raise ConfigError(f"{self.path}: {where}: {error}")
         return space
+
+    def _blame_fixed(self, zoo: Zoo, image_size: int) -> str | None:
+        """The `fixed:` key whose value breaks a candidate that its default would not, as
+        "fixed.<key> = <value>"; None when no single fixed key is to blame."""
+        from san_search.errors import CandidateError
+        from san_search.train import check_candidate
+
+        first = {p.name: p.values()[0] for p in self.parameters}
+        config = {k: (SUBSET_SEP.join(x) if isinstance(x, tuple) else x)
+                  for k, x in first.items()}
+        for key, value in self.fixed.items():
+            rest = {k: v for k, v in self.fixed.items() if k != key}
+            try:
+                cfg = dataclasses.replace(self, fixed=rest).candidate(config)
+                check_candidate(cfg, zoo, image_size)
+            except (CandidateError, ConfigError):
+                continue
+            return f"fixed.{key} = {value!r}"
+        return None
 
     def _check_aux(self, key: str, name: str, kind: str, zoo: Zoo) -> None:
         allowed = zoo.names(kind, "aux")

@@ -132,3 +132,15 @@ def test_autoencoder_too_deep_for_the_image_size_fails_at_bind(problem: tuple[Pa
     space = load_search_space(write_space(tmp_path, text))
     with pytest.raises(ConfigError, match=r"parameters.depth = 5: .*16"):
         space.bind(open_zoo(zoo_dir), 16)
+
+
+def test_a_fixed_value_that_breaks_every_candidate_is_blamed_on_its_fixed_key(
+        problem: tuple[Path, Path], tmp_path: Path) -> None:
+    _, zoo_dir = problem
+    path = write_space(tmp_path, SMOKE.replace("  depth: 1\n", "  depth: 9\n"))
+    space = load_search_space(path)
+    with pytest.raises(ConfigError) as err:
+        space.bind(open_zoo(zoo_dir), 16)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: fixed.depth = 9: ")
+    assert "san_conv depth must be 1 to 5, got 9" in msg and "parameters." not in msg
