@@ -228,7 +228,21 @@ def read_verified(folder: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]
             raise EnsembleError(f"{p}: SHA-256 does not match {MANIFEST} (the file changed "
                                 "after export); refusing to load")
         blobs[rel] = raw
+    _check_listed(manifest, mpath)
     return manifest, blobs
+
+
+def _check_listed(manifest: dict[str, Any], mpath: Path) -> None:
+    """Every file the members and the predictor name is one the manifest lists (and so was
+    verified above): an unlisted one would load unchecked, or not at all."""
+    named = [(f"members[{i}].{k}", m.get(k)) for i, m in enumerate(manifest["members"])
+             for k in ("weights", "onnx")]
+    named += [(f"predictor.{k}", manifest["predictor"].get(k)) for k in ("weights", "onnx")]
+    named.append(("the prototypes", PROTOTYPES))
+    for where, rel in named:
+        if rel is not None and rel not in manifest["files"]:
+            raise EnsembleError(f"{mpath}: {where} names {rel!r}, which its files do not list "
+                                "(so it cannot be verified); refusing to load")
 
 
 def _onnx_parts(manifest: dict[str, Any], blobs: dict[str, bytes], threads: int | None

@@ -95,6 +95,29 @@ def test_a_tampered_file_is_refused(exported: tuple[Path, Selection], tmp_path: 
         load_ensemble(copy, "onnx")
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_file_the_manifest_does_not_list_is_refused_not_a_keyerror(
+        exported: tuple[Path, Selection], tmp_path: Path, backend: str) -> None:
+    """A manifest whose `files` leave out a member's weights (or ONNX): that file would load
+    unverified; the torch backend raised a bare KeyError."""
+    import json
+    import shutil
+
+    from san_search.ensemble.serving import load_ensemble
+
+    src, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    key = "weights" if backend == "torch" else "onnx"
+    name = manifest["members"][1][key]
+    del manifest["files"][name]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(EnsembleError, match=rf"manifest.json: members\[1\]\.{key} names "
+                                            rf"'{name}', which its files do not list"):
+        load_ensemble(copy, backend)
+
+
 
 # ------------------------------------------------------------------ what serving imports
 
