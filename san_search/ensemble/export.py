@@ -397,8 +397,11 @@ def register(folder: str | Path, tracking_uri: str, run_id: str, name: str,
         code=PYFUNC_CODE, artifacts={"ensemble": str(Path(folder).absolute())},
         example_input=example, example_output=loaded.runtime.perturb(example),
         params={"policy": loaded.manifest["policy"]},
-        pip_requirements=[f"{k}=={v}" for k, v in _versions().items()
-                          if k in ("torch", "onnxruntime", "safetensors", "numpy")])
+        # The model's code imports san_search (and, through it, timm and the rest of its
+        # pinned dependencies): without it the model cannot load in a fresh environment.
+        pip_requirements=[f"san-search=={__version__}"] + [
+            f"{k}=={v}" for k, v in _versions().items()
+            if k in ("torch", "onnxruntime", "safetensors", "numpy")])
     got = tracking.register_pyfunc(
         tracking_uri, run_id, model, name=name, alias=alias, artifact_name="ensemble",
         tags={"search": loaded.manifest["search"]},

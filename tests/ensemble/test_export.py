@@ -102,6 +102,13 @@ def test_registered_pyfunc_loads_by_alias_and_predicts(exported: tuple[Path, Sel
     assert np.array_equal(np.asarray(model.predict(x)), want)
     chain = np.asarray(model.predict(x, params={"policy": "chain"}))
     assert np.array_equal(chain, load_ensemble(out).runtime.perturb(x, "chain"))
+    # The model's code imports san_search: its requirements must say so, pinned, or it cannot
+    # load in a fresh environment (they listed torch, onnxruntime, safetensors, numpy only).
+    from san_search import __version__
+
+    reqs = Path(mlflow.pyfunc.get_model_dependencies(got["uri"])).read_text().split()
+    assert f"san-search=={__version__}" in reqs
+    assert any(r.startswith("torch==") for r in reqs)
 
 
 # ------------------------------------------------------------------ overwrite safety
