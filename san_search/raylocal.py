@@ -14,6 +14,8 @@ set too, for the start only; the processes Ray starts inherit the variable."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -34,14 +36,29 @@ def start_ray(address: str | None = None, *, log_to_driver: bool = True) -> bool
 
     if ray.is_initialized():
         return False
-    if names_cluster(address):
-        ray.init(address=address, include_dashboard=False, configure_logging=False,
-                 log_to_driver=log_to_driver)
-    else:
-        with _single_machine():
-            ray.init(address=LOCAL, include_dashboard=False, configure_logging=False,
+    with _keep_sigterm_handler():
+        if names_cluster(address):
+            ray.init(address=address, include_dashboard=False, configure_logging=False,
                      log_to_driver=log_to_driver)
+        else:
+            with _single_machine():
+                ray.init(address=LOCAL, include_dashboard=False, configure_logging=False,
+                         log_to_driver=log_to_driver)
     return True
+
+
+@contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """`ray.init` installs its own SIGTERM handler in the driver, which kills it on the spot.
+    The CLI's handler (SIGTERM ends a command as Ctrl-C does: a search marks its runs KILLED
+    with the resume command) is put back, when there is one and this is the main thread."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if main and callable(before):
+            signal.signal(signal.SIGTERM, before)
 
 
 @contextmanager

@@ -3,6 +3,7 @@ process, Optuna, MO-ASHA; then a driver killed with SIGKILL and resumed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -181,3 +182,58 @@ def test_killed_search_resumes_without_duplicates_and_nan_trials_fail(
         assert [m.step for m in client.get_metric_history(run_id, "loss")] == steps == [1, 2]
     summary = json.loads((out / "r" / "summary.json").read_text())
     assert len(summary["rows"]) == 4
+
+
+def test_sigterm_ends_a_search_like_ctrl_c(problem: tuple[Path, Path], tmp_path: Path) -> None:
+    """SIGTERM (what `kill` and cluster schedulers send) to the driver alone, mid-trial: the
+    driver must mark the parent KILLED with the resume command and leave no run RUNNING, as
+    Ctrl-C does. Ray's handler used to replace ours, and the runs stayed RUNNING for good."""
+    data, zoo = problem
+    space = tmp_path / "term.yaml"
+    space.write_text(
+        "sampler: {name: random, seed: 0}\n"
+        "scheduler: {name: none}\n"
+        "budget: {trials: 2, epochs: 30, concurrency: 1}\n"
+        "resources: {num_workers: 1, cpus_per_worker: 0.5}\n"
+        "fixed: {autoencoder: san_conv, depth: 1, width: 4, batch_size: 16,\n"
+        "        images_per_epoch: 64, matcher_warmup: 0}\n"
+        "parameters:\n"
+        "  w_rec: {type: categorical, choices: [5.0]}\n"
+        "  aux_gender: {type: subset, choices: aux, max_size: 1}\n"
+        "  aux_matcher: {type: categorical, choices: aux}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "runs"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    cmd = [sys.executable, "-m", "san_search.cli", "search", str(space), "--data", str(data),
+           "--zoo", str(zoo), "--out", str(out), "--name", "t"]
+    log_path = tmp_path / "driver.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            client = _client(uri)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(2)
+                if not (out / "t" / "search.json").exists():
+                    continue
+                try:
+                    _, children = _runs(uri, "san-search")
+                except Exception:  # the store is still being created
+                    continue
+                if children and client.get_metric_history(children[0].info.run_id, "loss"):
+                    break  # a trial is training: its first epoch is logged
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            proc.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` does
+            rc = proc.wait(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    text = log_path.read_text()
+    assert rc == 130, text[-3000:]
+    assert "interrupted by SIGTERM" in text
+    parents, children = _runs(uri, "san-search")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert parents[0].data.tags["resume"] == f"san-search search --resume t --out {out}"
+    assert children and all(c.info.status != "RUNNING" for c in children)
