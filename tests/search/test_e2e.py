@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,6 +100,24 @@ def test_smoke_search_against_a_real_mlflow_server(problem: tuple[Path, Path], t
     assert hv and hv[-1].step == 4
 
 
+def _wait_for_children(proc: subprocess.Popen, uri: str, folder: Path,  # type: ignore[type-arg]
+                       timeout: float, ready: Callable[[list[Any]], bool]) -> None:
+    """Poll the search's child runs until `ready(children)`, the driver exits, or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(2)
+        # search.json appears after the driver created the store and the parent run;
+        # opening the SQLite store earlier would race its table creation.
+        if not (folder / "search.json").exists():
+            continue
+        try:
+            _, children = _runs(uri, "san-search")
+        except Exception:  # the store is still being created
+            continue
+        if ready(children):
+            return
+
+
 def test_killed_search_resumes_without_duplicates_and_nan_trials_fail(
         problem: tuple[Path, Path], tmp_path: Path) -> None:
     """SIGKILL the driver (and everything it started) once a trial has finished; resume.
@@ -129,20 +149,8 @@ def test_killed_search_resumes_without_duplicates_and_nan_trials_fail(
                             start_new_session=True)
     finished_before: dict[str, list[int]] = {}
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(2)
-            # search.json appears after the driver created the store and the parent run;
-            # opening the SQLite store earlier would race its table creation.
-            if not (out / "r" / "search.json").exists():
-                continue
-            try:
-                _, children = _runs(uri, "san-search")
-            except Exception:  # the store is still being created
-                continue
-            done = [c for c in children if c.data.tags.get("san_search.finalized") == "1"]
-            if done:
-                break
+        _wait_for_children(proc, uri, out / "r", 600, lambda children: any(
+            c.data.tags.get("san_search.finalized") == "1" for c in children))
         assert proc.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -212,17 +220,9 @@ def test_sigterm_ends_a_search_like_ctrl_c(problem: tuple[Path, Path], tmp_path:
                                 start_new_session=True)
         try:
             client = _client(uri)
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline and proc.poll() is None:
-                time.sleep(2)
-                if not (out / "t" / "search.json").exists():
-                    continue
-                try:
-                    _, children = _runs(uri, "san-search")
-                except Exception:  # the store is still being created
-                    continue
-                if children and client.get_metric_history(children[0].info.run_id, "loss"):
-                    break  # a trial is training: its first epoch is logged
+            # a trial is training: its first epoch is logged
+            _wait_for_children(proc, uri, out / "t", 300, lambda children: bool(
+                children and client.get_metric_history(children[0].info.run_id, "loss")))
             assert proc.poll() is None, log_path.read_text()[-3000:]
             proc.send_signal(signal.SIGTERM)  # the driver only, as `kill PID` does
             rc = proc.wait(timeout=120)
