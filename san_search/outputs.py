@@ -12,8 +12,11 @@ for a prepared dataset, `manifest.json` with the export format for an export. An
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,3 +87,57 @@ def check_output(out: Path, overwrite: bool, kind: OutputKind) -> None:
         raise kind.error(f"output path exists and is not a folder: {out}")
     if not written_by_tool(out, kind):
         raise kind.error(refusal(out, kind))
+
+
+def _partial_prefix(out: Path) -> str:
+    return f".{out.name}.partial-"
+
+
+def _clear_stale_partials(out: Path) -> None:
+    """Remove temporary folders left by runs that were killed: `.<name>.partial-<pid>`
+    beside `out` whose process is gone."""
+    if not out.parent.exists():
+        return
+    for p in out.parent.glob(_partial_prefix(out) + "*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def atomic_folder(out: Path, overwrite: bool, kind: OutputKind) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success the marker is written into it and
+    it replaces `out` by a rename, on any failure (or interrupt) it is deleted, so `out` is
+    never half-written and a half-written folder never has the marker. `out` is checked
+    (`check_output`) before and again just before the rename."""
+    out = Path(out).absolute()
+    check_output(out, overwrite, kind)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale_partials(out)
+    tmp = out.parent / f"{_partial_prefix(out)}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        write_marker(tmp, kind)
+        check_output(out, overwrite, kind)  # again: `out` may have appeared meanwhile
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(trash)
+            tmp.rename(out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -21,10 +21,8 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,7 @@ from san_search import outputs
 from san_search.data.ingest import Rejection
 from san_search.data.splits import SPLITS, Pairs
 from san_search.errors import DataError
-from san_search.outputs import OutputKind, json_file, write_marker
+from san_search.outputs import OutputKind, json_file
 
 SCHEMA_VERSION = 1
 ROWS_PER_SHARD = 4096
@@ -111,30 +109,6 @@ def fingerprint(settings: dict[str, Any], splits: dict[str, SplitRows], raw: lis
     return h.hexdigest()
 
 
-def _partial_name(out: Path) -> str:
-    return f".{out.name}.partial-"
-
-
-def _clear_stale_partials(out: Path) -> None:
-    """Remove temporary folders left by runs that were killed (their process is gone)."""
-    if not out.parent.exists():
-        return
-    for p in out.parent.glob(_partial_name(out) + "*"):
-        pid = p.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_legacy_dataset(folder: Path) -> bool:
     """A prepared dataset written by san-search 0.1 (no marker): its dataset.json."""
     info = json_file(folder / "dataset.json")
@@ -152,32 +126,10 @@ def check_output(out: Path, overwrite: bool, kind: OutputKind = DATASET) -> None
     outputs.check_output(out, overwrite, kind)
 
 
-@contextmanager
-def atomic_folder(out: Path, overwrite: bool, kind: OutputKind = DATASET) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success the marker is written into it and it
-    replaces `out` by a rename, on any failure (or interrupt) it is deleted, so `out` is
-    never half-written and a half-written folder never has the marker."""
-    out = Path(out).absolute()
-    check_output(out, overwrite, kind)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale_partials(out)
-    tmp = out.parent / f"{_partial_name(out)}{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        write_marker(tmp, kind)
-        check_output(out, overwrite, kind)  # again: `out` may have appeared meanwhile
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def atomic_folder(out: Path, overwrite: bool, kind: OutputKind = DATASET
+                  ) -> AbstractContextManager[Path]:
+    """`outputs.atomic_folder` for a dataset folder (the default kind)."""
+    return outputs.atomic_folder(out, overwrite, kind)
 
 
 def _write_arrow(table: pa.Table, path: Path) -> None:

@@ -27,8 +27,6 @@ import contextlib
 import hashlib
 import io
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,7 +51,7 @@ from san_search.ensemble.serving import (
     load_ensemble,
 )
 from san_search.errors import EnsembleError
-from san_search.outputs import OutputKind, check_output, json_file, write_marker
+from san_search.outputs import OutputKind, atomic_folder, check_output, json_file
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -357,25 +355,12 @@ def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = Non
     if ds.fingerprint != sel.data_fingerprint:
         raise EnsembleError(f"the dataset at {sel.data} changed since the ensemble was chosen")
     zoo = open_zoo(sel.zoo, expect_fingerprint=ds.fingerprint)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "members").mkdir(parents=True)
-    try:
+    # Built beside `out`, renamed into place once verified; the marker goes in last, after
+    # the manifest, so it is not one of its hashed files.
+    with atomic_folder(out, overwrite, EXPORT) as tmp:
+        (tmp / "members").mkdir()
         manifest, check = _write_all(tmp, sel, policy, ds, zoo, log)
         verify_export(tmp, ds.split("val").images[:VERIFY_IMAGES])
-        write_marker(tmp, EXPORT)  # last, after the manifest: not one of its hashed files
-        check_output(out, overwrite, EXPORT)  # again: `out` may have appeared meanwhile
-        if out.exists():
-            trash = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(trash)
-            tmp.rename(out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log(f"exported {len(manifest['members'])} member(s) to {out} (policy {policy}); ONNX max "
         f"abs diff {max(check.values()):.1e}")
     return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from san_search import tracking
+from san_search.atomic import write_atomic
 from san_search.console import Log
 from san_search.errors import SearchError
 from san_search.raylocal import start_ray
@@ -201,7 +202,7 @@ def _create_folder(record: SearchRecord, space_path: Path, client: tracking.Clie
         shutil.copyfile(space_path, folder / SPACE_FILE)
         record.save()
         baselines = _score_baselines(record)
-        (folder / BASELINES_FILE).write_text(json.dumps(baselines))
+        write_atomic(folder / BASELINES_FILE, json.dumps(baselines))
     except BaseException:
         # Nothing ran yet: leave no half-made search behind (the name stays free).
         shutil.rmtree(folder, ignore_errors=True)
@@ -331,7 +332,7 @@ def _summarise(record: SearchRecord, space: SearchSpace, rows: list[TrialRow], l
     summary = {"name": record.name, "folder": record.folder,
                "experiment_id": record.experiment_id,
                "parent_run_id": record.parent_run_id, "hypervolume": hv, "rows": flat}
-    (Path(record.folder) / SUMMARY_FILE).write_text(json.dumps(
+    write_atomic(Path(record.folder) / SUMMARY_FILE, json.dumps(
         {**summary, "rows": [{k: plain(v) for k, v in r.items()} for r in flat]}, indent=2))
     return summary
 
