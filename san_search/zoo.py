@@ -286,6 +286,9 @@ def _plan(spec: ZooSpec, out: Path, fingerprint: str) -> tuple[list[ModelSpec], 
     """Which models to train, and which are already in the zoo (same name, settings, data)."""
     index = out / "zoo.json"
     if not index.is_file():
+        if out.is_dir() and any(out.iterdir()):  # never write among a user's files
+            raise ZooError(f"{out} is not empty and is not a zoo (no zoo.json); give --out a "
+                           "new or empty folder, or an existing zoo")
         return list(spec.models), []
     zoo = open_zoo(out)
     if zoo.data_fingerprint != fingerprint:

@@ -118,6 +118,18 @@ def test_a_model_never_changes_role(data: Path, tmp_path: Path) -> None:
         open_zoo(tmp_path / "z")
 
 
+def test_a_users_folder_is_never_written_into(data: Path, tmp_path: Path) -> None:
+    """--out naming a non-empty folder that is not a zoo (no zoo.json): training would write
+    models/<name>.* and zoo.json among the user's files, replacing any of the same name."""
+    out = tmp_path / "mine"
+    (out / "models").mkdir(parents=True)
+    (out / "models" / "g.json").write_text("my notes")
+    with pytest.raises(ZooError, match=r"mine is not empty and is not a zoo \(no zoo\.json\)"):
+        train_zoo(ZooSpec((_spec("g"),)), data, out)
+    assert (out / "models" / "g.json").read_text() == "my notes"
+    assert sorted(p.name for p in out.rglob("*")) == ["g.json", "models"]
+
+
 def test_other_data_is_refused(data: Path, other_data: Path, tmp_path: Path) -> None:
     _save(tmp_path / "z", _spec("g"), data)
     other_fp = open_dataset(other_data).fingerprint
