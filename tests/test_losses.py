@@ -43,3 +43,30 @@ def test_loss_terms_have_known_values() -> None:
     with pytest.raises(ValueError, match="unknown matcher distance 'l3'"):
         san_loss(x, y, out_same, out_opp, [g], _Mean(), w_rec=0, w_gender=0, w_matcher=1,
                  distance="l3")
+
+
+class _Counting(nn.Module):
+    """A one-dimensional "embedding" (the image mean) that counts the images it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return x.mean(dim=(2, 3))
+
+
+def test_matcher_fraction_scores_the_first_share_of_the_batch() -> None:
+    x = torch.full((8, 1, 4, 4), 0.5)
+    out_same = torch.cat([torch.full((2, 1, 4, 4), 0.7), torch.full((6, 1, 4, 4), 0.5)])
+    out_opp = torch.cat([torch.full((2, 1, 4, 4), 0.1), torch.full((6, 1, 4, 4), 0.5)])
+    y = torch.ones(8, dtype=torch.long)
+    g, m = _Fixed([0.0, 0.0]), _Counting()
+    _, whole = san_loss(x, y, out_same, out_opp, [g], m, w_rec=0, w_gender=0, w_matcher=1.0)
+    assert m.seen == 24 and whole["loss_matcher"] == pytest.approx(0.01 * 2 / 8)
+    m.seen = 0
+    # a quarter of 8 = the first 2 images: the matcher sees 3 x 2 images, and only those count
+    _, part = san_loss(x, y, out_same, out_opp, [g], m, w_rec=0, w_gender=0, w_matcher=1.0,
+                       matcher_fraction=0.25)
+    assert m.seen == 6 and part["loss_matcher"] == pytest.approx(0.01)

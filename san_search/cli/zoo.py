@@ -14,8 +14,10 @@ def add_zoo_train(sub: Subparsers) -> None:
     z = sub.add_parser(
         "train", help="train every model of a zoo YAML as parallel Ray tasks",
         description="Train the zoo's gender classifiers and face matchers, each with its role "
-        "(aux / val / test), in parallel Ray tasks. Models already in --out with the same "
-        "settings are kept; a model never changes role; a zoo never mixes datasets.",
+        "(aux / val / test), in parallel Ray tasks. Pretrained entries (source: "
+        "<package>:<file>) are converted from the installed package, checked by SHA-256, "
+        "never downloaded. Models already in --out with the same settings are kept; a model "
+        "never changes role; a zoo never mixes datasets.",
     )
     z.add_argument("--data", required=True, help="prepared dataset folder")
     z.add_argument("--zoo", default=str(shipped.zoo_spec("default")),
@@ -23,6 +25,9 @@ def add_zoo_train(sub: Subparsers) -> None:
     z.add_argument("--out", required=True, help="zoo folder (created, or extended)")
     z.add_argument("--ray-address", default=None,
                    help="Ray cluster address (default: start a local Ray)")
+    z.add_argument("--commercial", action="store_true",
+                   help="refuse pretrained entries whose weights or training data are for "
+                   "research only (see `zoo report` for each model's licences)")
     z.set_defaults(func=cmd_zoo_train)
 
 
@@ -31,7 +36,8 @@ def cmd_zoo_train(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.zoo)
     t0 = time.perf_counter()
-    zoo = train_zoo(spec, Path(args.data), Path(args.out), ray_address=args.ray_address)
+    zoo = train_zoo(spec, Path(args.data), Path(args.out), ray_address=args.ray_address,
+                    commercial=args.commercial)
     print(f"zoo {zoo.path}: {len(zoo.entries)} models in {time.perf_counter() - t0:.0f} s")
     for kind, roles in roles_summary(zoo).items():
         print(f"  {kind:<8} " + "  ".join(f"{r}: {', '.join(n) or '-'}" for r, n in roles.items()))

@@ -199,7 +199,18 @@ def build_manifest(sel: Selection, policy: str, members: list[dict[str, Any]],
                    "parent_run_id": sel.parent_run_id},
         "onnx_check": {k: float(f"{v:.3g}") for k, v in check.items()},
         "versions": _versions(),
+        "licences": pretrained_licences(zoo),
     }
+
+
+def pretrained_licences(zoo: Zoo) -> dict[str, dict[str, str]]:
+    """The licence record of every pretrained model in the zoo (the aux models the members
+    trained against, and the val/test judges) and of the third-party test evaluators."""
+    from san_search.evaluators import THIRD_PARTY_LICENCES
+
+    found = {n: {"role": m["role"], **m["licence"]} for n, m in zoo.entries.items()
+             if m.get("licence")}
+    return found | {n: {"role": "test", **lic} for n, lic in THIRD_PARTY_LICENCES.items()}
 
 
 def model_card(manifest: dict[str, Any]) -> str:
@@ -262,7 +273,21 @@ def _card_provenance(manifest: dict[str, Any]) -> list[str]:
             f"({manifest['predictor']['arch']})",
             f"- ONNX Runtime vs PyTorch, max abs difference: {manifest['onnx_check']}",
             f"- versions: {manifest['versions']}",
-            f"- exported {manifest['created']}", ""]
+            f"- exported {manifest['created']}", ""] + _card_licences(manifest)
+
+
+def _card_licences(manifest: dict[str, Any]) -> list[str]:
+    found = manifest.get("licences") or {}
+    if not found:
+        return []
+    lines = ["## Pretrained models and their licences", "",
+             "| model | role | source | code | weights | training data | commercial use |",
+             "|---|---|---|---|---|---|---|"]
+    for name, lic in sorted(found.items()):
+        lines.append(f"| {name} | {lic['role']} | `{lic['source']}` | {lic['code_licence']} | "
+                     f"{lic['weights_licence']} | {lic['training_data']} | "
+                     f"{lic['commercial_use']} |")
+    return lines + [""]
 
 
 def write_card(folder: Path, sel: Selection, manifest: dict[str, Any]) -> None:

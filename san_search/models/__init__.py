@@ -5,7 +5,12 @@ Importing this package imports every model family, and each family registers its
 with `registry` as it is imported; the registry itself imports no family (no import loop).
 """
 
-from san_search.models import autoencoders, gender, matchers  # noqa: F401  (they register)
+from san_search.models import (  # noqa: F401  (they register)
+    autoencoders,
+    gender,
+    matchers,
+    pretrained,
+)
 from san_search.models.registry import (
     KINDS,
     UnknownModelError,

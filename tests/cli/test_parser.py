@@ -60,7 +60,7 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
     "zoo train": (
         ["--data", "d", "--out", "o"], "cmd_zoo_train",
         {"data": "d", "zoo": str(shipped.zoo_spec("default")), "out": "o",
-         "ray_address": None}),
+         "ray_address": None, "commercial": False}),
     "zoo report": (
         ["z"], "cmd_zoo_report",
         {"zoo_dir": "z", "data": None, "no_third_party": False, "no_mlflow": False,

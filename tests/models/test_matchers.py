@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from san_search.models import create, list_models
+from san_search.models.pretrained import source_for_arch
 
 SIZE = 16
 
 
-@pytest.mark.parametrize("name", list_models("matcher"))
+# (pretrained architectures have their own tests: tests/models/test_pretrained_*.py)
+@pytest.mark.parametrize("name", [n for n in list_models("matcher") if source_for_arch(n) is None])
 def test_matcher_forward(name: str) -> None:
     model = create("matcher", name, image_size=SIZE).eval()
     with torch.no_grad():
