@@ -203,11 +203,11 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
     Every convolution of the graph must land in exactly one of our layers with the same
     shape, stride and padding, and the residual scales must match ours; anything else is
     refused with an error naming the file."""
-    from san_search.models.pretrained.graphdef import GraphDefError, read_graphdef
+    from san_search.models.pretrained.graphdef import GraphDefError, parse_graphdef
 
     path = Path(path)
     try:
-        nodes = read_graphdef(path)
+        nodes = parse_graphdef(path.read_bytes())
     except OSError as e:
         raise ValueError(f"{path}: cannot read the FaceNet graph ({e})") from e
     except GraphDefError as e:
