@@ -13,6 +13,7 @@ model registry stays light.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import importlib.metadata
@@ -141,7 +142,7 @@ def build(src: Source, input_size: int | None = None) -> PretrainedNet:
     mod = converter(src)
     pre: Preprocess = mod.PREPROCESS
     if input_size:
-        pre = Preprocess(input_size, pre.channels, pre.mean, pre.std, pre.crop, pre.per_image)
+        pre = dataclasses.replace(pre, size=input_size)
     return PretrainedNet(mod.build_core(), pre, src.kind)
 
 

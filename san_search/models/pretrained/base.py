@@ -21,16 +21,13 @@ class Preprocess:
 
     size: its input side in pixels; channels: "rgb" or "bgr" order; mean and std in 0-255
     units per channel (in that order); crop: the centred fraction of our face crop it sees
-    (1.0 = all of it); per_image: standardise each image by its own mean and std instead."""
+    (1.0 = all of it)."""
 
     size: int
     channels: str = "rgb"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (255.0, 255.0, 255.0)
     crop: float = 1.0
-    # per-image standardisation instead of mean/std ("prewhitening", FaceNet's convention):
-    # (x - mean(x)) / max(std(x), 1 / sqrt(n)) over each image's pixels in 0-255 units
-    per_image: bool = False
 
     def __post_init__(self) -> None:
         if self.channels not in ("rgb", "bgr"):
@@ -55,12 +52,6 @@ class Preprocess:
             x = x.expand(-1, 3, -1, -1)
         elif self.channels == "bgr":
             x = x.flip(1)
-        if self.per_image:
-            v = x * 255.0
-            flat = v.flatten(1)
-            floor = 1.0 / float(flat.shape[1]) ** 0.5
-            std = flat.std(dim=1, unbiased=False).clamp_min(floor).view(-1, 1, 1, 1)
-            return (v - flat.mean(dim=1).view(-1, 1, 1, 1)) / std
         mean = x.new_tensor(self.mean).view(1, 3, 1, 1)
         std = x.new_tensor(self.std).view(1, 3, 1, 1)
         return (x * 255.0 - mean) / std
