@@ -88,11 +88,11 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
         ["--search", "s", "--out", "o"], "cmd_ensemble_export",
         {"search": "s", "search_dir": "runs/search", "out": "o", "policy": None,
          "overwrite": False, "registered_name": "san-search-ensemble", "alias": "champion",
-         "no_register": False}),
+         "no_register": False, "sign": None}),
     "perturb": (
         ["--ensemble", "e", "--input", "i", "--output", "o"], "cmd_perturb",
         {"ensemble": "e", "input": "i", "output": "o", "policy": None, "backend": "torch",
-         "overwrite": False}),
+         "overwrite": False, "trust": None}),
     "keys generate": (["--out", "k"], "cmd_keys_generate", {"out": "k"}),
     "demo": (
         [], "cmd_demo",
