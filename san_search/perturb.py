@@ -14,6 +14,10 @@ replaced: every other file in it is left as is. Outputs of san-search 0.1 have n
 cannot be told from a folder of photos, so they are refused too. Within a run, no PNG is
 written twice (two inputs with one output name: the first is kept, the other reported) or
 through a symbolic link that leads out of `--output`.
+
+Trust: with `--trust PUBKEY` (or `$SAN_SEARCH_TRUST_KEY`) the ensemble's signed manifest is
+checked before anything else of it is read (`san_search.signing`); an unsigned ensemble
+still runs, with a notice.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from san_search.atomic import write_atomic
 from san_search.errors import EnsembleError
 from san_search.outputs import OutputKind, refusal, write_marker, written_by_tool
+from san_search.signing import Trust
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
                   ".ppm"}
@@ -104,16 +109,21 @@ def destination(p: Path, root: Path, out: Path, claimed: dict[Path, Path]
 
 def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, *,
                   policy: str | None = None, backend: str = "torch", overwrite: bool = False,
-                  progress: Callable[[str], None] = stderr) -> PerturbReport:
+                  trust: Trust = None, progress: Callable[[str], None] = stderr
+                  ) -> PerturbReport:
     """Perturb every image under `source` into `output`; see the module docstring for what
-    `overwrite` may replace."""
+    `overwrite` may replace and what `trust` (a public key file) checks."""
     from san_search.data.preprocess import Settings, decode_file
     from san_search.ensemble.serving import load_ensemble
 
     out = Path(output)
     check_paths(Path(source), out)  # before anything is read
     check_output_folder(out, overwrite)
-    ens = load_ensemble(ensemble, backend, policy)  # verifies hashes first
+    # verifies the signature (with a trust key), then the hashes, before loading any member
+    ens = load_ensemble(ensemble, backend, policy, trust=trust, notice=progress)
+    if ens.signature.state == "verified":
+        progress(f"signature verified: {ensemble} was signed by trusted key "
+                 f"{ens.signature.key_fingerprint}")
     root, files = list_inputs(Path(source))
     out.mkdir(parents=True, exist_ok=True)
     write_marker(out, PERTURBED)

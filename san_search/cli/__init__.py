@@ -14,6 +14,7 @@ from san_search import __version__
 from san_search.cli.data import add_data_prepare, add_data_synth
 from san_search.cli.demo import add_demo
 from san_search.cli.ensemble import add_ensemble_export, add_ensemble_select, add_perturb
+from san_search.cli.keys import add_keys_generate
 from san_search.cli.models import add_models_list
 from san_search.cli.options import Subparsers, add_group
 from san_search.cli.search import add_launch, add_search
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_select(ensemble)
     add_ensemble_export(ensemble)
     add_perturb(sub)
+    keys = add_group(sub, "keys", "make the key pair that signs exports", "SUBCOMMAND")
+    add_keys_generate(keys)
     add_demo(sub)
     add_launch(sub)
     add_models_list(sub)

@@ -68,6 +68,10 @@ def add_ensemble_export(sub: Subparsers) -> None:
     ee.add_argument("--alias", default="champion", help="alias of the new version (champion)")
     ee.add_argument("--no-register", action="store_true",
                     help="only write the folder (no MLflow model)")
+    ee.add_argument("--sign", default=None, metavar="KEY",
+                    help="Ed25519 private key (`san-search keys generate`): sign manifest.json "
+                    "into manifest.sig.json, so `perturb --trust` can prove who wrote the "
+                    "export")
     ee.set_defaults(func=cmd_ensemble_export)
 
 
@@ -79,7 +83,8 @@ def cmd_ensemble_export(args: argparse.Namespace) -> int:
     sel = Selection.load(search_folder(args.search, args.search_dir))
     if not args.no_register:  # fail fast, before exporting
         tracking.check_reachable(sel.tracking_uri)
-    out = export_ensemble(sel, args.out, policy=args.policy, overwrite=args.overwrite)
+    out = export_ensemble(sel, args.out, policy=args.policy, overwrite=args.overwrite,
+                          sign=args.sign)
     if not args.no_register:
         register(out, sel.tracking_uri, sel.ensemble_run_id, args.registered_name, args.alias)
     print(f"model card: {out / 'README.md'}")
@@ -103,6 +108,10 @@ def add_perturb(sub: Subparsers) -> None:
     pt.add_argument("--overwrite", action="store_true",
                     help="allow a non-empty --output that an earlier perturb wrote (its "
                     ".san-search-output marker); only the PNGs this run writes are replaced")
+    pt.add_argument("--trust", default=None, metavar="PUBKEY",
+                    help="Ed25519 public key: refuse the ensemble unless its manifest.sig.json "
+                    "is a valid signature by this key (an unsigned ensemble runs with a "
+                    "notice); default $SAN_SEARCH_TRUST_KEY")
     pt.set_defaults(func=cmd_perturb)
 
 
@@ -112,7 +121,7 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     from san_search.perturb import perturb_files
 
     rep = perturb_files(args.ensemble, args.input, args.output, policy=args.policy,
-                        backend=args.backend, overwrite=args.overwrite)
+                        backend=args.backend, overwrite=args.overwrite, trust=args.trust)
     rate = len(rep.written) / rep.seconds if rep.seconds > 0 else 0.0
     print(f"wrote {len(rep.written)} PNG(s) to {args.output} in {rep.seconds:.1f} s "
           f"({rate:.0f} images/s); skipped {len(rep.skipped)}")

@@ -11,14 +11,17 @@ Layout of an export folder:
   gender_predictor.safetensors / .onnx   the auxiliary classifier that picks prototypes
   prototypes.safetensors        the female and male prototype faces
   trade_off.png, README.md      the model card
+  manifest.sig.json             with `--sign KEY`: the Ed25519 signature over manifest.json's
+                                exact bytes (`san_search.signing`; not hashed: it signs them)
   .san-search-output            the marker that lets `--overwrite` replace the folder (not
                                 hashed: written after the manifest, just before the rename)
 
 Writers put each part in place; every ONNX graph is read back and checked against its PyTorch
 module as it is written, and the finished folder is verified by loading it with both
-backends (`serving.load_ensemble`, which checks the SHA-256 of every file) and comparing
-them. The folder is built beside its destination and renamed into place once verified, so a
-failed export leaves nothing half-written.
+backends (`serving.load_ensemble`, which checks the SHA-256 of every file and, in a signed
+export, the signature with the signer's public key) and comparing them. The folder is built
+beside its destination and renamed into place once verified, so a failed export leaves
+nothing half-written.
 """
 
 from __future__ import annotations
@@ -52,8 +55,10 @@ from san_search.ensemble.serving import (
 )
 from san_search.errors import EnsembleError
 from san_search.outputs import OutputKind, atomic_folder, check_output, json_file
+from san_search.signing import fingerprint, load_private_key, sign_manifest
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from torch import Tensor
     from torch.nn import Module
 
@@ -322,10 +327,16 @@ def check_onnx(path: Path, model: Module, feeds: dict[str, np.ndarray], output: 
     return float(np.abs(got - want).max())
 
 
-def verify_export(folder: Path, images: np.ndarray) -> None:
-    """Load what was written on both backends (every hash checked) and compare them."""
-    ref = load_ensemble(folder, "torch").runtime.perturb(images)
-    onx = load_ensemble(folder, "onnx").runtime.perturb(images)
+def verify_export(folder: Path, images: np.ndarray, trust: Ed25519PublicKey | None = None
+                  ) -> None:
+    """Load what was written on both backends (every hash checked, and the signature with
+    `trust`, the signer's public key, when signed) and compare them."""
+    def load(backend: str) -> np.ndarray:
+        # an unsigned export is checked as unsigned, whatever $SAN_SEARCH_TRUST_KEY says
+        return load_ensemble(folder, backend, trust=trust if trust is not None else False,
+                             notice=lambda _: None).runtime.perturb(images)
+
+    ref, onx = load("torch"), load("onnx")
     if float(np.abs(ref - onx).max()) > ONNX_TOLERANCE:
         raise EnsembleError("the exported ensemble's ONNX and PyTorch outputs disagree")
 
@@ -366,26 +377,34 @@ EXPORT = OutputKind("ensemble export", EnsembleError, _is_legacy_export,
 
 
 def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = None,
-                    overwrite: bool = False, log: Log = print) -> Path:
+                    overwrite: bool = False, sign: str | Path | None = None,
+                    log: Log = print) -> Path:
     """Write and verify the export folder for `sel`; returns its path. `overwrite` replaces
     only an existing export (with the `.san-search-output` marker, or a 0.1 export's
-    manifest.json), checked before any work; any other folder is refused and left as is."""
+    manifest.json), checked before any work; any other folder is refused and left as is.
+    `sign`: an Ed25519 private key file (`san-search keys generate`); manifest.json is signed
+    with it inside the folder's build, and the signature verified with both backends."""
     from san_search.data import open_dataset
     from san_search.zoo import open_zoo
 
     policy = check_policy(policy or sel.policy)
     out = Path(out).absolute()
     check_output(out, overwrite, EXPORT)
+    key = load_private_key(sign) if sign is not None else None  # fail fast, before any work
     ds = open_dataset(sel.data)
     if ds.fingerprint != sel.data_fingerprint:
         raise EnsembleError(f"the dataset at {sel.data} changed since the ensemble was chosen")
     zoo = open_zoo(sel.zoo, expect_fingerprint=ds.fingerprint)
-    # Built beside `out`, renamed into place once verified; the marker goes in last, after
-    # the manifest, so it is not one of its hashed files.
+    # Built beside `out`, renamed into place once verified; the signature and then the marker
+    # go in after the manifest, so neither is one of its hashed files.
     with atomic_folder(out, overwrite, EXPORT) as tmp:
         (tmp / "members").mkdir()
         manifest, check = _write_all(tmp, sel, policy, ds, zoo, log)
-        verify_export(tmp, ds.split("val").images[:VERIFY_IMAGES])
+        if key is not None:
+            sig = sign_manifest(tmp, key)
+            log(f"  signed {MANIFEST} ({sig.name}) with key {fingerprint(key.public_key())}")
+        verify_export(tmp, ds.split("val").images[:VERIFY_IMAGES],
+                      key.public_key() if key is not None else None)
     log(f"exported {len(manifest['members'])} member(s) to {out} (policy {policy}); ONNX max "
         f"abs diff {max(check.values()):.1e}")
     return out
@@ -399,7 +418,7 @@ def register(folder: str | Path, tracking_uri: str, run_id: str, name: str,
     ensemble's MLflow run, register it as `name` and point `alias` at the new version."""
     from san_search import tracking
 
-    loaded = load_ensemble(folder)
+    loaded = load_ensemble(folder, notice=lambda _: None)  # just written: no notice
     s = loaded.image_size
     example = np.zeros((2, s, s), dtype=np.uint8)
     example[1] = 128

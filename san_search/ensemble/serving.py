@@ -15,9 +15,11 @@ member of a chain uses that same decision.
 Backends: `torch` modules or ONNX Runtime sessions behind the same two callables, so policies
 and preprocessing are shared.
 
-Loading (`load_ensemble`) checks every file listed in the manifest against its SHA-256 before
-reading it and refuses a changed or missing one. Only JSON, safetensors and ONNX are read:
-nothing is unpickled. The folder's layout is described in `san_search.ensemble.export`.
+Loading (`load_ensemble`) first checks the signature of the manifest when a trust key is
+set (`trust=`, or `$SAN_SEARCH_TRUST_KEY`; see `san_search.signing`), over the very bytes it
+then parses, then every file listed in the manifest against its SHA-256 before reading it,
+and refuses a changed or missing one. Only JSON, safetensors and ONNX are read: nothing is
+unpickled. The folder's layout is described in `san_search.ensemble.export`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ import numpy as np
 
 from san_search.errors import EnsembleError
 from san_search.evaluators import as_float
+from san_search.signing import (
+    SignatureCheck,
+    Trust,
+    check_signature,
+    resolve_trust,
+    stderr_notice,
+)
 
 POLICIES = ("random", "chain")
 BACKENDS = ("torch", "onnx")
@@ -200,21 +209,31 @@ class LoadedEnsemble:
     path: Path
     manifest: dict[str, Any]
     runtime: EnsembleRuntime
+    signature: SignatureCheck = SignatureCheck("unsigned")
 
     @property
     def image_size(self) -> int:
         return int(self.manifest["preprocessing"]["size"])
 
 
-def read_verified(folder: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The manifest and the bytes of every file it lists, each checked against its SHA-256."""
+def read_verified(folder: str | Path, trust: Trust = None,
+                  notice: Callable[[str], None] = stderr_notice
+                  ) -> tuple[dict[str, Any], dict[str, bytes], SignatureCheck]:
+    """The manifest, the bytes of every file it lists (each checked against its SHA-256) and
+    what the signature check found. With a trust key (`trust`, else `$SAN_SEARCH_TRUST_KEY`)
+    the manifest's signature is checked first, over the bytes that are then parsed, before
+    any other file is read; `notice` gets the check's one-line notice, if any."""
     folder = Path(folder)
     mpath = folder / MANIFEST
     if not mpath.is_file():
         raise EnsembleError(f"{folder} is not an exported ensemble ({MANIFEST} missing)")
+    raw_manifest = mpath.read_bytes()  # read once: the bytes checked are the bytes parsed
+    signature = check_signature(folder, raw_manifest, resolve_trust(trust))
+    if signature.notice:
+        notice(signature.notice)
     try:
-        manifest = json.loads(mpath.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(raw_manifest)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EnsembleError(f"{mpath}: not valid JSON ({exc})") from None
     if manifest.get("format") != FORMAT:
         raise EnsembleError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
@@ -229,7 +248,7 @@ def read_verified(folder: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]
                                 "after export); refusing to load")
         blobs[rel] = raw
     _check_listed(manifest, mpath)
-    return manifest, blobs
+    return manifest, blobs, signature
 
 
 def _check_listed(manifest: dict[str, Any], mpath: Path) -> None:
@@ -274,13 +293,18 @@ def _torch_parts(folder: Path, manifest: dict[str, Any], blobs: dict[str, bytes]
 
 
 def load_ensemble(folder: str | Path, backend: str = "torch", policy: str | None = None,
-                  threads: int | None = None) -> LoadedEnsemble:
-    """Verify and load an export folder with the `torch` or `onnx` backend."""
+                  threads: int | None = None, *, trust: Trust = None,
+                  notice: Callable[[str], None] = stderr_notice) -> LoadedEnsemble:
+    """Verify and load an export folder with the `torch` or `onnx` backend. `trust`: the
+    public key (file) the manifest's signature must verify with; None reads
+    `$SAN_SEARCH_TRUST_KEY`, and with neither the signature is not checked (see
+    `san_search.signing`). `notice` gets a one-line notice for an unsigned export loaded with
+    a trust key, or a signed one loaded without."""
     from safetensors.numpy import load as np_load
 
     if backend not in BACKENDS:
         raise EnsembleError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    manifest, blobs = read_verified(folder)
+    manifest, blobs, signature = read_verified(folder, trust, notice)
     protos = np_load(blobs[PROTOTYPES])
     if backend == "onnx":
         members, predictor = _onnx_parts(manifest, blobs, threads)
@@ -288,4 +312,4 @@ def load_ensemble(folder: str | Path, backend: str = "torch", policy: str | None
         members, predictor = _torch_parts(Path(folder), manifest, blobs, threads)
     rt = EnsembleRuntime(members, predictor, {k: protos[k] for k in ("female", "male")},
                          policy or manifest["policy"], int(manifest["seed"]))
-    return LoadedEnsemble(Path(folder), manifest, rt)
+    return LoadedEnsemble(Path(folder), manifest, rt, signature)

@@ -88,11 +88,12 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
         ["--search", "s", "--out", "o"], "cmd_ensemble_export",
         {"search": "s", "search_dir": "runs/search", "out": "o", "policy": None,
          "overwrite": False, "registered_name": "san-search-ensemble", "alias": "champion",
-         "no_register": False}),
+         "no_register": False, "sign": None}),
     "perturb": (
         ["--ensemble", "e", "--input", "i", "--output", "o"], "cmd_perturb",
         {"ensemble": "e", "input": "i", "output": "o", "policy": None, "backend": "torch",
-         "overwrite": False}),
+         "overwrite": False, "trust": None}),
+    "keys generate": (["--out", "k"], "cmd_keys_generate", {"out": "k"}),
     "demo": (
         [], "cmd_demo",
         {"out": "runs/demo", "data": None, "trials": None, "size": 3, "gpus_per_trial": None,
@@ -105,7 +106,7 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
     "models": ([], "cmd_models_list", {}),
 }
 POSITIONALS = {"zoo_dir", "checkpoint", "space", "search_args"}
-GROUPS = {"data": "SUBCOMMAND", "zoo": "SUBCOMMAND", "ensemble": "STEP"}
+GROUPS = {"data": "SUBCOMMAND", "zoo": "SUBCOMMAND", "ensemble": "STEP", "keys": "SUBCOMMAND"}
 
 
 def _choices(argv: list[str], capsys: pytest.CaptureFixture[str]) -> set[str]:
