@@ -121,6 +121,12 @@ def test_commercial_refuses_research_only_weights() -> None:
     assert usable(ZooSpec((_own("g"),)), commercial=True).models[0].name == "g"
 
 
+def test_input_size_below_the_networks_floor_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"models\[0\] \(f\): input_size 64 is below "
+                                          "facenet's smallest input, 75 px"):
+        check_entries(ZooSpec((_pre("f", FACENET, "aux", input_size=64),)))
+
+
 def test_input_size_is_for_pretrained_entries_only() -> None:
     with pytest.raises(ValueError, match="'input_size' is for pretrained models"):
         ModelSpec(name="g", kind="gender", arch="paper_cnn", role="aux", input_size=64)

