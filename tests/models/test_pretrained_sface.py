@@ -113,3 +113,18 @@ def test_convert_refuses_another_onnx_model() -> None:
     with pytest.raises(ValueError, match="face_detection_yunet_2023mar_int8bq.onnx") as err:
         sface.convert(detector)
     assert "not the SFace model" in str(err.value)
+
+
+def test_convert_refuses_sface_weights_in_another_layout(source: Path, tmp_path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(source))
+    conv = next(n for n in model.graph.node
+                if n.op_type == "Conv" and n.input[1].startswith("conv_3_dw_"))
+    strides = next(a for a in conv.attribute if a.name == "strides")
+    del strides.ints[:]
+    strides.ints.extend([1, 1])
+    altered = tmp_path / "sface_stride1.onnx"
+    onnx.save(model, str(altered))
+    with pytest.raises(ValueError, match=r"sface_stride1.onnx.*'conv_3_dw'.*\(1, 64\).*\(2, 64\)"):
+        sface.convert(altered)

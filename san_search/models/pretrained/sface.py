@@ -118,9 +118,10 @@ def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis:
     return (qf - z) * scale
 
 
-def _weights(path: Path) -> dict[str, np.ndarray]:
-    """Every float tensor the graph holds by name: plain initializers, and each
-    DequantizeLinear output under its float name (`<name>_dequantized` -> `<name>`)."""
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, int]]]:
+    """Every float tensor the graph holds by name (plain initializers, and each
+    DequantizeLinear output under its float name: `<name>_dequantized` -> `<name>`), and the
+    (stride, groups) of each Conv node by its weight's float name."""
     import onnx
     from onnx import numpy_helper
 
@@ -151,7 +152,13 @@ def _weights(path: Path) -> dict[str, np.ndarray]:
             shape = init.get(node.input[1])
             if name in out and shape is not None:
                 out[name] = out[name].reshape(shape.tolist())
-    return out
+    convs: dict[str, tuple[int, int]] = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            name = node.input[1].removesuffix("_reshaped")
+            convs[name] = (int(list(attrs.get("strides", [1]))[0]), int(attrs.get("group", 1)))
+    return out, convs
 
 
 def convert(path: Path) -> dict[str, torch.Tensor]:
@@ -160,7 +167,7 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
 
     Raises ValueError naming `path` when it is not that model."""
     path = Path(path)
-    w = _weights(path)
+    w, convs = _read(path)
     core = build_core()
     expected = core.state_dict()
     sd: dict[str, torch.Tensor] = {}
@@ -177,8 +184,11 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
 
     take("input_shift", "scalar_op1", (1,))
     take("input_scale", "scalar_op2", (1,))
-    for i, (name, *_rest) in enumerate(_UNITS):
+    for i, (name, _cin, _cout, _kernel, stride, groups) in enumerate(_UNITS):
         take(f"units.{i}.conv.weight", f"{name}_conv2d_weight")
+        if convs.get(f"{name}_conv2d_weight") != (stride, groups):
+            raise ValueError(f"{path}: not the SFace model (conv {name!r} has (stride, groups) "
+                             f"{convs.get(f'{name}_conv2d_weight')}, expected {(stride, groups)})")
         for ours, theirs in (("weight", "gamma"), ("bias", "beta"),
                              ("running_mean", "moving_mean"), ("running_var", "moving_var")):
             take(f"units.{i}.bn.{ours}", f"{name}_batchnorm_{theirs}")
