@@ -49,9 +49,11 @@ def check_entries(spec: ZooSpec) -> None:
         if m.arch != src.arch:
             raise ConfigError(f"{where}source {m.source!r} is architecture {src.arch!r}, "
                               f"not {m.arch!r} (leave 'arch' out for pretrained models)")
-        if m.input_size is not None and m.input_size < src.min_input:
-            raise ConfigError(f"{where}input_size {m.input_size} is below {src.arch}'s "
-                              f"smallest input, {src.min_input} px")
+        top = src.max_input or m.input_size or 0
+        if m.input_size is not None and not src.min_input <= m.input_size <= top:
+            sizes = (f"{src.min_input} px only" if src.max_input == src.min_input
+                     else f"{src.min_input} px or more")
+            raise ConfigError(f"{where}input_size {m.input_size}: {src.arch} runs at {sizes}")
         first = roles.setdefault(src.family, (m.role, m.name))
         if first[0] != m.role:
             raise ConfigError(f"{where}role conflict: {src.family} already serves role "

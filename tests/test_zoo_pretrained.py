@@ -69,11 +69,11 @@ def test_pretrained_arch_without_source_is_refused(tmp_path: Path) -> None:
 def test_a_family_in_two_roles_is_a_role_conflict() -> None:
     spec = ZooSpec((_pre("sface_aux", SFACE, "aux"), _own("g"), _pre("sface_val", SFACE, "val")))
     with pytest.raises(ConfigError, match=r"models\[2\] \(sface_val\): role conflict: "
-                                          r"MobileFaceNet \(SFace\) already serves role 'aux' "
+                                          r"MobileNet-style \(SFace\) already serves role 'aux' "
                                           "as 'sface_aux'"):
         check_entries(spec)
     # the same family twice in one role is fine (say, two input sizes)
-    check_entries(ZooSpec((_pre("a", SFACE, "aux"), _pre("b", SFACE, "aux", input_size=64))))
+    check_entries(ZooSpec((_pre("a", FACENET, "aux"), _pre("b", FACENET, "aux", input_size=96))))
 
 
 def test_a_missing_package_is_refused_naming_the_entry(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,16 +115,19 @@ def test_a_file_with_another_hash_is_refused(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_commercial_refuses_research_only_weights() -> None:
     spec = ZooSpec((_own("g"), _pre("fn", FACENET, "aux"), _pre("sf", SFACE, "val")))
-    with pytest.raises(ZooError, match=r"--commercial: .*: fn \(CASIA-WebFace.*; sf \(MS-Celeb"):
+    with pytest.raises(ZooError, match=r"--commercial: .*: fn \(CASIA-WebFace.*; sf \(not stated"):
         usable(spec, commercial=True, log=lambda _: None)
     # our own models are always fine
     assert usable(ZooSpec((_own("g"),)), commercial=True).models[0].name == "g"
 
 
 def test_input_size_below_the_networks_floor_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"models\[0\] \(f\): input_size 64 is below "
-                                          "facenet's smallest input, 75 px"):
+    with pytest.raises(ConfigError, match=r"models\[0\] \(f\): input_size 64: facenet runs "
+                                          "at 75 px or more"):
         check_entries(ZooSpec((_pre("f", FACENET, "aux", input_size=64),)))
+    with pytest.raises(ConfigError, match=r"input_size 96: sface runs at 112 px only"):
+        check_entries(ZooSpec((_pre("s", SFACE, "val", input_size=96),)))
+    check_entries(ZooSpec((_pre("f", FACENET, "aux", input_size=96),)))
 
 
 def test_input_size_is_for_pretrained_entries_only() -> None:
@@ -155,7 +158,7 @@ def sface_zoo(problem: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     data, zoo = problem
     out = tmp_path_factory.mktemp("pre") / "zoo"
     shutil.copytree(zoo, out)
-    spec = _pre("m_sface", SFACE, "aux", input_size=64)
+    spec = _pre("m_sface", SFACE, "aux")
     model, meta = train_model(spec, data, log=lambda _: None)
     add_model(out, save(model.state_dict()), meta, str(data))
     return data, out
@@ -175,7 +178,7 @@ def test_converted_model_round_trips_through_the_zoo(sface_zoo: tuple[Path, Path
     assert meta["history"][0]["epoch"] == 0  # converted, not trained
     assert 0.0 <= meta["metrics"]["val_tar"] <= 1.0
     model = zoo.load("m_sface")
-    fresh = pretrained.build(pretrained.source(SFACE), 64)
+    fresh = pretrained.build(pretrained.source(SFACE))
     fresh.load_state_dict(pretrained.convert(pretrained.source(SFACE), _installed(SFACE)))
     x = torch.rand(4, 1, 16, 16)
     with torch.no_grad():

