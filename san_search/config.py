@@ -163,6 +163,10 @@ class ModelSpec:
             raise ValueError(f"key 'name': {self.name!r} may use letters, digits, '_' and '-'")
 
     def training_settings(self) -> dict[str, Any]:
+        """What makes the model what it is, beyond kind and arch (kept in its metadata; a
+        change means a new model). A pretrained model is its source and input size only."""
+        if self.source:
+            return {"source": self.source, "input_size": self.input_size}
         return {k: v for k, v in dataclasses.asdict(self).items()
                 if k not in ("name", "kind", "arch", "role", "cpus", "gpus", "optional")}
 
