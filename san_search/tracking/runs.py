@@ -199,10 +199,12 @@ def log_figure(client: Client, run_id: str, figure: Figure, artifact_file: str) 
 def log_candidate(client: Client, run_id: str, *, tables: Mapping[str, Table],
                   figures: Mapping[str, Figure], images: Mapping[str, np.ndarray],
                   weights: str | Path, metrics: Mapping[str, float]) -> None:
-    """A candidate's final artefacts: tables (MLflow's table JSON), figures (closed after
-    logging), images, the weights folder and metrics."""
+    """A candidate's final artefacts: tables (MLflow's table JSON, replaced: a final
+    evaluation that a killed driver cut short runs again on resume, and `log_table` would
+    append its rows), figures (closed after logging), images, the weights folder and
+    metrics."""
     for name, table in tables.items():
-        client.log_table(run_id, dict(table), artifact_file=name)
+        replace_table(client, run_id, table, name)
     for name, fig in figures.items():
         log_figure(client, run_id, fig, name)
     for name, image in images.items():

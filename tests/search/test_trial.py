@@ -128,3 +128,26 @@ def test_the_resumed_callback_leaves_no_run_running(tmp_path: Path) -> None:
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "the trial ended without a checkpointed epoch to score"
     assert client.get_run(done).info.status == "FINISHED"
+
+
+def test_finalising_a_trial_again_replaces_its_tables(tmp_path: Path) -> None:
+    """A final evaluation cut short by a killed driver runs again on resume: its tables
+    must hold one copy of the curve, not the first attempt's rows plus the second's."""
+    import json
+
+    from san_search import tracking
+
+    client, ctx = _store(tmp_path)
+    run_id = client.create_run(ctx.experiment_id).info.run_id
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / "model.safetensors").write_bytes(b"x")
+    curve = {"alpha": [0.0, 0.5, 1.0], "privacy": [0.1, 0.2, 0.3]}
+    for _ in range(2):
+        tracking.log_candidate(client, run_id, tables={"trade_off_curve.json": curve},
+                               figures={}, images={}, weights=weights,
+                               metrics={"final_privacy": 0.3})
+    local = client.download_artifacts(run_id, "trade_off_curve.json", str(tmp_path / "dl"))
+    table = json.loads(Path(local).read_text())
+    assert table["columns"] == ["alpha", "privacy"]
+    assert [row[0] for row in table["data"]] == [0.0, 0.5, 1.0]
