@@ -105,8 +105,8 @@ def previous_result(storage: str, trial_id: str, cfg: CandidateConfig) -> Report
     path = join_storage(storage, trial_id)
     try:
         result = ray.train.Result.from_path(path)
-    except RuntimeError:  # no run there, or one that never registered a checkpoint
-        return None
+    except (RuntimeError, ValueError):  # no run there, none registered, or a torn snapshot
+        return None  # (Train itself decides what to do with it)
     ckpt = result.checkpoint
     if ckpt is None or not result.metrics:
         return None
