@@ -22,7 +22,7 @@ from san_search.search.front import (
     plain,
     trial_rows,
 )
-from san_search.search.trial import finalize_trial
+from san_search.search.trial import CHECKPOINT_PATH, finalize_trial
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -37,6 +37,9 @@ class _Runtime:
     printed: float = 0.0  # time.monotonic() of the last table
     pending: dict[str, ObjectRef[dict[str, Any]]] = field(default_factory=dict)  # by trial
     reconciled: bool = False
+    # When this driver's first hook ran (before it started any trial): child runs older
+    # than this that no trial of Tune's state owns are orphans of a killed driver.
+    started: float = field(default_factory=time.time)
 
 
 def refresh_parent(ctx: TrialContext, trials: list[Trial]) -> None:
@@ -103,6 +106,9 @@ class SearchCallback(Callback):
         self._print(trials)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        if not self.rt.reconciled:  # a resumed search whose trials had all ended: no step
+            self.rt.reconciled = True
+            self._reconcile(trials)
         self._collect(block=True)
         self._refresh_parent(trials)
         self._print(trials)
@@ -112,8 +118,10 @@ class SearchCallback(Callback):
         import ray
 
         last = trial.last_result or {}
-        ckpt = last.get("checkpoint_path")
+        ckpt = last.get(CHECKPOINT_PATH)
         if not ckpt or not all(m in last for m in self.ctx.space.metrics):
+            # Nothing to score; its run must not stay RUNNING for good.
+            self._mark_failed(trial, "the trial ended without a checkpointed epoch to score")
             return
         task = ray.remote(finalize_trial).options(num_cpus=0, max_retries=1)
         self.rt.pending[trial.trial_id] = task.remote(self.ctx, trial.trial_id, ckpt,
@@ -136,18 +144,30 @@ class SearchCallback(Callback):
                 del pending[tid]
 
     def _reconcile(self, trials: list[Trial]) -> None:
-        """After a resume: trials that completed before the driver died but whose
-        final evaluation never reached MLflow get it now."""
-        client = tracking.client_for(self.ctx.tracking_uri)
+        """After a resume, what the dead driver left half done in MLflow: trials that
+        completed but whose final evaluation never reached MLflow get it now; failed trials
+        whose run was not marked FAILED are; child runs of trials that Tune's saved state
+        never recorded (created in the seconds before the driver died) are deleted."""
+        ctx = self.ctx
+        client = tracking.client_for(ctx.tracking_uri)
+        runs = tracking.child_runs(ctx.tracking_uri, ctx.experiment_id, ctx.parent_run_id)
+        known = {t.trial_id for t in trials}
+        for run in runs:
+            tid = run.data.tags.get(tracking.TRIAL_TAG)
+            if (tid is not None and tid not in known
+                    and run.info.start_time < self.rt.started * 1000):
+                client.delete_run(run.info.run_id)
+        by_trial = {r.data.tags.get(tracking.TRIAL_TAG): r for r in runs}
         for t in trials:
-            if t.status != "TERMINATED":
+            child = by_trial.get(t.trial_id)
+            if child is None:
                 continue
-            run = tracking.find_child(client, self.ctx.experiment_id, self.ctx.parent_run_id,
-                                      t.trial_id)
-            if run is not None and run.data.tags.get(tracking.FINALIZED_TAG) != "1":
+            if t.status == "TERMINATED" and child.data.tags.get(tracking.FINALIZED_TAG) != "1":
                 self._finalize(t)
+            elif t.status == "ERROR" and child.info.status != "FAILED":
+                self._mark_failed(t)
 
-    def _mark_failed(self, trial: Trial) -> None:
+    def _mark_failed(self, trial: Trial, reason: str = "trial failed") -> None:
         client = tracking.client_for(self.ctx.tracking_uri)
         run = tracking.find_child(client, self.ctx.experiment_id, self.ctx.parent_run_id,
                                   trial.trial_id)
@@ -156,7 +176,7 @@ class SearchCallback(Callback):
         message = ""
         if trial.error_file and os.path.isfile(trial.error_file):
             message = Path(trial.error_file).read_text()[-tracking.MAX_TAG:]
-        tracking.fail_run(client, run.info.run_id, message or "trial failed")
+        tracking.fail_run(client, run.info.run_id, message or reason)
 
     def _refresh_parent(self, trials: list[Trial]) -> None:
         try:

@@ -103,7 +103,7 @@ def log_params(client: Client, run_id: str, params: Mapping[str, Scalar]) -> Non
 def open_child(client: Client, experiment_id: str, parent_run_id: str, trial_id: str, *,
                run_name: str, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
     """The child run of one search trial: found again by trial id (a restored trial keeps
-    its run) or created; returns its run id, RUNNING."""
+    its run) or created; returns its run id, RUNNING (unless already finalised)."""
     run = find_child(client, experiment_id, parent_run_id, trial_id)
     if run is not None and any(run.data.params.get(k) != v for k, v in params.items()):
         # A child created just before the driver was killed, for a trial the restored search
@@ -114,7 +114,9 @@ def open_child(client: Client, experiment_id: str, parent_run_id: str, trial_id:
         run = client.create_run(experiment_id, run_name=run_name, tags={
             PARENT_TAG: parent_run_id, TRIAL_TAG: trial_id, **tags})
         log_params(client, run.info.run_id, params)
-    else:
+    elif run.data.tags.get(FINALIZED_TAG) != "1":
+        # A finalised run is done for good (a trial restarted after its final curve only
+        # hands its last report to Tune again): it stays FINISHED.
         client.update_run(run.info.run_id, status="RUNNING")
     return str(run.info.run_id)
 
@@ -197,10 +199,12 @@ def log_figure(client: Client, run_id: str, figure: Figure, artifact_file: str) 
 def log_candidate(client: Client, run_id: str, *, tables: Mapping[str, Table],
                   figures: Mapping[str, Figure], images: Mapping[str, np.ndarray],
                   weights: str | Path, metrics: Mapping[str, float]) -> None:
-    """A candidate's final artefacts: tables (MLflow's table JSON), figures (closed after
-    logging), images, the weights folder and metrics."""
+    """A candidate's final artefacts: tables (MLflow's table JSON, replaced: a final
+    evaluation that a killed driver cut short runs again on resume, and `log_table` would
+    append its rows), figures (closed after logging), images, the weights folder and
+    metrics."""
     for name, table in tables.items():
-        client.log_table(run_id, dict(table), artifact_file=name)
+        replace_table(client, run_id, table, name)
     for name, fig in figures.items():
         log_figure(client, run_id, fig, name)
     for name, image in images.items():
