@@ -161,12 +161,17 @@ def case(name: str, root: Path, data: Path, zoo: Path, space: Path, sig: signal.
     out, log = root / name / "runs", root / name / "driver.log"
     cli = [sys.executable, "-m", "san_search.cli", "search"]
     t0 = time.monotonic()
-    rc, sent = _run([*cli, str(space), "--data", str(data), "--zoo", str(zoo), "--out",
-                     str(out), "--name", "s"], env, log, kill_at, sig)
+    start = [*cli, str(space), "--data", str(data), "--zoo", str(zoo), "--out", str(out),
+             "--name", "s"]
+    rc, sent = _run(start, env, log, kill_at, sig)
     resumes = 0
     while rc != 0 and resumes < max_resumes:
         resumes += 1
-        rc, _ = _run([*cli, "--resume", "s", "--out", str(out)], env, log, None, None)
+        # As the driver says: killed before the search folder existed, nothing is resumable
+        # and the same command starts it again; otherwise --resume.
+        again = start if not (out / "s" / "search.json").is_file() else [
+            *cli, "--resume", "s", "--out", str(out)]
+        rc, _ = _run(again, env, log, None, None)
     result = {"case": name, "signal": sig.name if sig else "-", "kill_s": sent,
               "resumes": resumes, "rc": rc, "wall_s": time.monotonic() - t0,
               "expected": trials, **audit(uri, out / "s", trials, epochs)}

@@ -183,7 +183,7 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
                               str(zoo), ds.fingerprint, uri, experiment, exp_id, parent,
                               overrides, time.strftime("%Y-%m-%dT%H:%M:%S"),
                               storage_for(storage, name))
-        _create_folder(record, space_path, client)
+        _create_folder(record, space_path, client, log)
         return _run(record, space, resume=False, log=log)
     finally:
         if started:
@@ -192,7 +192,8 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
             ray.shutdown()
 
 
-def _create_folder(record: SearchRecord, space_path: Path, client: tracking.Client) -> None:
+def _create_folder(record: SearchRecord, space_path: Path, client: tracking.Client,
+                   log: Log = print) -> None:
     """The search folder: the space's copy, the record, the baselines (also logged)."""
     from san_search.search.record import BASELINES_FILE
 
@@ -203,10 +204,17 @@ def _create_folder(record: SearchRecord, space_path: Path, client: tracking.Clie
         record.save()
         baselines = _score_baselines(record)
         write_atomic(folder / BASELINES_FILE, json.dumps(baselines))
-    except BaseException:
+    except BaseException as exc:
         # Nothing ran yet: leave no half-made search behind (the name stays free).
         shutil.rmtree(folder, ignore_errors=True)
-        client.set_terminated(record.parent_run_id, status="FAILED")
+        if isinstance(exc, KeyboardInterrupt):
+            note = (f"interrupted before the search started: nothing to resume; run the same "
+                    f"`san-search search` command again (the name {record.name!r} is free)")
+            client.set_tag(record.parent_run_id, "resume", note)
+            client.set_terminated(record.parent_run_id, status="KILLED")
+            log(note)
+        else:
+            client.set_terminated(record.parent_run_id, status="FAILED")
         raise
     client.log_dict(record.parent_run_id, baselines, BASELINES_FILE)
 
@@ -223,9 +231,9 @@ def resume(name: str, *, out: str | Path, ray_address: str | None = None,
     if ds.fingerprint != record.data_fingerprint:
         raise SearchError(f"the dataset at {record.data} changed since the search started "
                           f"(fingerprint {ds.fingerprint} != {record.data_fingerprint})")
-    if "://" not in record.storage_root and not (Path(record.storage_root) / "tune").is_dir():
-        raise SearchError(f"{folder} has no Ray Tune state (tune/): the search never started "
-                          "a trial; start it again under a new name")
+    # Killed after the folder was made but before Tune saved any state: no trial ran, so
+    # the search starts now, under its own record and parent run.
+    fresh = "://" not in record.storage_root and not (Path(record.storage_root) / "tune").is_dir()
     tracking.check_reachable(record.tracking_uri)
     started = _ray_init(ray_address)
     try:
@@ -234,8 +242,9 @@ def resume(name: str, *, out: str | Path, ray_address: str | None = None,
         check_trial_fits(space, ray.cluster_resources())
         tracking.client_for(record.tracking_uri).update_run(record.parent_run_id,
                                                             status="RUNNING")
-        log(f"resuming search {name} from {folder}")
-        return _run(record, space, resume=True, log=log)
+        log(f"no trial had started: starting search {name} in {folder}" if fresh
+            else f"resuming search {name} from {folder}")
+        return _run(record, space, resume=not fresh, log=log)
     finally:
         if started:
             import ray
