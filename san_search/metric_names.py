@@ -73,6 +73,7 @@ CARD_IDENT_COLUMNS = (RANK1_RETENTION, UTILITY_BOTH_MEAN,
                       *(rank(k, s) for s in SCENARIOS for k in IDENT_RANKS))
 # The CMC table of an ensemble (one row per method, scenario, matcher and rank).
 SCENARIO, MATCHER, RANK, RATE = "scenario", "matcher", "rank", "identification_rate"
+CMC = "cmc"  # a CMC record's curve (`metrics.identification`'s key too): rates at 1..20
 CMC_COLUMNS = (SCENARIO, MATCHER, RANK, RATE)  # after the table's method column
 POOL_MEAN_MATCHER = "pool mean"  # the `matcher` of a CMC averaged over the pool
 
