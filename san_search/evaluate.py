@@ -7,6 +7,16 @@ impostor pairs) would be 0/0; its ROC-AUC retention, (AUC' - 0.5) / (AUC - 0.5),
 Retention is capped at 1: a perturbed set that verifies better than the originals does so by
 chance, and an uncapped ratio would let that noise dominate a Pareto front.
 
+Identification (closed set: one original per identity in the gallery, its other images as
+probes; `data.splits.gallery_probe_split`) gives every matcher's rank-1 and rank-5 accuracy
+and CMC curve in three scenarios: perturbed probes against the original gallery, perturbed
+probes against a perturbed gallery, and originals (the ceiling, computed once per scorer).
+Verification is also scored with both sides of every pair perturbed. Rank-1 retention is
+perturbed rank-1 / original rank-1, capped at 1 like utility; a matcher that identifies no
+probe at rank 1 on originals uses the retention of its CMC's mean over ranks 1..20 instead
+(0 when that is 0 too). The perturbed embeddings are computed once per scoring call and serve
+every scenario. These metrics are reported beside the pool's, not optimised by the search.
+
 Transforms map float images (N, S, S) in [0, 1] to the same shape. A SAN's transform is its
 opposite-prototype output; the naive baselines are Gaussian noise and Gaussian blur.
 """
@@ -22,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from san_search import metric_names as mn
+from san_search.data.splits import gallery_probe_split
 from san_search.data.store import SplitView
 from san_search.evaluators import GenderEvaluator, MatcherEvaluator, as_float
 from san_search.metric_names import (
@@ -33,9 +45,18 @@ from san_search.metric_names import (
     UTILITY_MEAN,
     UTILITY_MIN,
 )
-from san_search.metrics import ALPHAS, blend, gender_scores, pair_verification, ssim
+from san_search.metrics import (
+    ALPHAS,
+    blend,
+    gender_scores,
+    identification,
+    pair_verification,
+    ssim,
+)
 
 Transform = Callable[[np.ndarray], np.ndarray]
+# CMC curves of one scoring: matcher name -> scenario -> (CMC_MAX_RANK,) identification rates.
+Curves = dict[str, dict[str, np.ndarray]]
 
 
 @dataclass
@@ -62,8 +83,8 @@ def load_pool(zoo: Any, role: str, device: str = "cpu", *, third_party: bool = F
 
 
 class PoolScorer:
-    """Scores perturbed versions of one split's images; original embeddings and the original
-    TAR of every matcher are computed once."""
+    """Scores perturbed versions of one split's images; original embeddings, the original
+    TAR and the original identification of every matcher are computed once."""
 
     def __init__(self, pool: Pool, view: SplitView, *, far: float = 0.01) -> None:
         if view.pairs is None:
@@ -74,15 +95,51 @@ class PoolScorer:
         self.pool, self.view, self.far = pool, view, far
         self.original = as_float(view.images)
         self.gender = view.gender
+        self.gallery, self.probes = gallery_probe_split(view.identity_index)
+        if len(self.probes) == 0:
+            raise ValueError(f"split {view.name!r} has no identity with 2+ images: "
+                             "identification has no probe")
+        self._ids = np.asarray(view.identity_index)
         self._orig_emb = {m.name: m.embed(self.original) for m in pool.matchers}
         self.original_tar, self.original_auc = {}, {}
+        self.original_ident: dict[str, dict[str, Any]] = {}
         for m in pool.matchers:
             e = self._orig_emb[m.name]
             v = pair_verification(e, e, view.pairs.a, view.pairs.b, view.pairs.same, far)
             self.original_tar[m.name], self.original_auc[m.name] = v["tar"], v["auc"]
+            self.original_ident[m.name] = self._identify(e, e)
+
+    def _identify(self, probe_side: np.ndarray, gallery_side: np.ndarray) -> dict[str, Any]:
+        """Identification of the probe rows of `probe_side` against the gallery rows of
+        `gallery_side` (both row-aligned with the split)."""
+        return identification(probe_side[self.probes], self._ids[self.probes],
+                               gallery_side[self.gallery], self._ids[self.gallery],
+                               mn.IDENT_RANKS, mn.CMC_MAX_RANK)
+
+    def _tar_retention(self, name: str, v: dict[str, float]) -> float:
+        """A matcher's verification `v` as retention of its original TAR (see the module)."""
+        base = self.original_tar[name]
+        if base > 0:
+            return min(1.0, v["tar"] / base)  # a perturbation that verifies better by chance
+        # The matcher verifies nothing at this FAR even on originals (too weak, or too few
+        # impostor pairs): retention of ROC-AUC above chance stands in.
+        above = self.original_auc[name] - 0.5
+        return min(1.0, max(0.0, (v["auc"] - 0.5) / above)) if above > 0 else 0.0
+
+    def _rank1_retention(self, name: str, got: dict[str, Any]) -> float:
+        """Perturbed rank-1 / original rank-1, capped at 1 (CMC mean when rank-1 is 0)."""
+        orig = self.original_ident[name]
+        if orig["rank1"] > 0:
+            return min(1.0, got["rank1"] / orig["rank1"])
+        area = float(np.mean(orig["cmc"]))
+        return min(1.0, float(np.mean(got["cmc"])) / area) if area > 0 else 0.0
 
     def score(self, images: np.ndarray) -> dict[str, float]:
         """Metrics of `images` (the perturbed split, row-aligned with the originals)."""
+        return self.score_with_curves(images)[0]
+
+    def score_with_curves(self, images: np.ndarray) -> tuple[dict[str, float], Curves]:
+        """`score`, and the CMC curve of every matcher in every scenario."""
         pairs = self.view.pairs
         assert pairs is not None
         images = as_float(images)
@@ -95,27 +152,39 @@ class PoolScorer:
             privacy.append(m["privacy"])
             error.append(m["error"])
         utility = []
+        pooled: dict[str, list[float]] = {k: [] for k in mn.IDENTIFICATION}
+        curves: Curves = {}
         for mt in self.pool.matchers:
-            v = pair_verification(mt.embed(images), self._orig_emb[mt.name], pairs.a, pairs.b,
-                                  pairs.same, self.far)
-            base = self.original_tar[mt.name]
-            if base > 0:
-                u = min(1.0, v["tar"] / base)  # a perturbation that verifies better by chance
-            else:
-                # The matcher verifies nothing at this FAR even on originals (too weak, or too
-                # few impostor pairs): retention of ROC-AUC above chance stands in.
-                above = self.original_auc[mt.name] - 0.5
-                u = min(1.0, max(0.0, (v["auc"] - 0.5) / above)) if above > 0 else 0.0
+            pert, orig = mt.embed(images), self._orig_emb[mt.name]  # embedded once
+            v = pair_verification(pert, orig, pairs.a, pairs.b, pairs.same, self.far)
+            u = self._tar_retention(mt.name, v)
             out[f"tar.{mt.name}"], out[f"match_auc.{mt.name}"] = v["tar"], v["auc"]
             out[f"utility.{mt.name}"] = u
             utility.append(u)
+            both = pair_verification(pert, pert, pairs.a, pairs.b, pairs.same, self.far)
+            ident = {mn.PROBE_PERTURBED: self._identify(pert, orig),
+                     mn.BOTH_PERTURBED: self._identify(pert, pert),
+                     mn.ORIGINAL: self.original_ident[mt.name]}
+            mine = {mn.TAR_BOTH: both["tar"],
+                    mn.UTILITY_BOTH: self._tar_retention(mt.name, both),
+                    mn.RANK1_RETENTION: self._rank1_retention(mt.name,
+                                                              ident[mn.PROBE_PERTURBED]),
+                    mn.RANK1_BOTH_RETENTION: self._rank1_retention(mt.name,
+                                                                   ident[mn.BOTH_PERTURBED]),
+                    **{mn.rank(k, s): float(ident[s][f"rank{k}"]) for s in mn.SCENARIOS
+                       for k in mn.IDENT_RANKS}}
+            out.update({mn.per_model(k, mt.name): float(x) for k, x in mine.items()})
+            for k in mn.IDENTIFICATION:  # a pool mean of the matcher entry of its name
+                pooled[k].append(mine[mn.UTILITY_BOTH if k == mn.UTILITY_BOTH_MEAN else k])
+            curves[mt.name] = {s: np.asarray(ident[s]["cmc"]) for s in mn.SCENARIOS}
         out.update({
             PRIVACY_MEAN: float(np.mean(privacy)), PRIVACY_MIN: float(np.min(privacy)),
             ERROR_MEAN: float(np.mean(error)),
             UTILITY_MEAN: float(np.mean(utility)), UTILITY_MIN: float(np.min(utility)),
             SSIM: float(ssim(images, self.original).mean()),
+            **{k: float(np.mean(xs)) for k, xs in pooled.items()},
         })
-        return out
+        return out, curves
 
 
 # ------------------------------------------------------------------ transforms

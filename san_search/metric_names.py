@@ -7,6 +7,10 @@ Stages and their keys (pool metric `privacy_mean` as the example):
   final    `final_privacy_mean`  a candidate's final trade-off curve at alpha = 1
   random   `random_privacy_mean` an ensemble's realised set under the random policy (val)
   test     `test_<method>_privacy_mean`  one row of an ensemble's test table
+
+The identification and both-perturbed verification metrics (`IDENTIFICATION`) follow the
+same stages (`val_rank1_retention`, `test_ensemble_random_rank1_original`, ...); they are
+logged, never search objectives (`TRIAL_METRICS` keeps the original pool).
 """
 
 from __future__ import annotations
@@ -26,9 +30,64 @@ CURVE_COLUMNS = (ALPHA, PRIVACY_MEAN, PRIVACY_MIN, ERROR_MEAN, UTILITY_MEAN, UTI
 # The pool metrics an ensemble's test table reports per method.
 TEST_COLUMNS = (PRIVACY_MEAN, PRIVACY_MIN, UTILITY_MEAN, UTILITY_MIN, SSIM)
 
+
+# Identification and verification scenarios. Identification is closed-set: a gallery of one
+# original image per identity (its first), the identity's other images as probes
+# (`data.splits.gallery_probe_split`). `probe_perturbed`: perturbed probes against original
+# references (the setting `utility` measures); `both_perturbed`: perturbed probes against
+# perturbed references (a protected database searched with protected probes); `original`:
+# originals against originals (the ceiling).
+PROBE_PERTURBED, BOTH_PERTURBED, ORIGINAL = "probe_perturbed", "both_perturbed", "original"
+SCENARIOS = (PROBE_PERTURBED, BOTH_PERTURBED, ORIGINAL)
+IDENT_RANKS = (1, 5)  # the rank-k accuracies reported
+CMC_MAX_RANK = 20  # the CMC curve's length
+
+
+def rank(k: int, scenario: str) -> str:
+    """Rank-k identification accuracy in one scenario: `rank1_probe_perturbed`."""
+    return f"rank{k}_{scenario}"
+
+
+# Pool aggregates (means over the pool's matchers) that `PoolScorer.score` adds:
+# TAR@1%FAR retention with both sides perturbed, rank-1 retention (perturbed rank-1 / original
+# rank-1, capped at 1) in each perturbed scenario, and the raw rank-k of every scenario.
+UTILITY_BOTH_MEAN = "utility_both_mean"
+RANK1_RETENTION = "rank1_retention"
+RANK1_BOTH_RETENTION = "rank1_both_retention"
+IDENTIFICATION = (UTILITY_BOTH_MEAN, RANK1_RETENTION, RANK1_BOTH_RETENTION,
+                  *(rank(k, s) for k in IDENT_RANKS for s in SCENARIOS))
+# The per-matcher entries beside them: `per_model(m, name)` for m in TAR_BOTH, UTILITY_BOTH
+# (TAR and its retention with both sides perturbed), the two rank-1 retentions and each rank.
+TAR_BOTH, UTILITY_BOTH = "tar_both", "utility_both"
+
+
+def per_model(metric: str, model: str) -> str:
+    """One evaluator's entry in a pool score: `utility.<matcher>`, `rank1_original.<m>`."""
+    return f"{metric}.{model}"
+
+
+# The identification columns of an ensemble's test table (after TEST_COLUMNS), and the
+# model card's subset of them.
+TEST_IDENT_COLUMNS = IDENTIFICATION
+CARD_IDENT_COLUMNS = (RANK1_RETENTION, UTILITY_BOTH_MEAN,
+                      *(rank(k, s) for s in SCENARIOS for k in IDENT_RANKS))
+# The CMC table of an ensemble (one row per method, scenario, matcher and rank).
+SCENARIO, MATCHER, RANK, RATE = "scenario", "matcher", "rank", "identification_rate"
+CMC = "cmc"  # a CMC record's curve (`metrics.identification`'s key too): rates at 1..20
+CMC_COLUMNS = (SCENARIO, MATCHER, RANK, RATE)  # after the table's method column
+POOL_MEAN_MATCHER = "pool mean"  # the `matcher` of a CMC averaged over the pool
+
+_SCENARIO_LABELS = {PROBE_PERTURBED: "probe perturbed", BOTH_PERTURBED: "both perturbed",
+                    ORIGINAL: "originals"}
+
 # Short labels for tables and figure axes.
 LABELS = {PRIVACY_MEAN: "privacy", PRIVACY_MIN: "privacy (worst)", ERROR_MEAN: "error",
-          UTILITY_MEAN: "utility", UTILITY_MIN: "utility (worst)", SSIM: "SSIM"}
+          UTILITY_MEAN: "utility", UTILITY_MIN: "utility (worst)", SSIM: "SSIM",
+          UTILITY_BOTH_MEAN: "utility (both perturbed)",
+          RANK1_RETENTION: "rank-1 retention",
+          RANK1_BOTH_RETENTION: "rank-1 retention (both perturbed)",
+          **{rank(k, s): f"rank-{k} ({lab})" for k in IDENT_RANKS
+             for s, lab in _SCENARIO_LABELS.items()}}
 
 
 def val(metric: str) -> str:

@@ -1,13 +1,22 @@
 """Pure metric functions shared by the zoo report, candidate evaluation and selection.
 
 Definitions (see the design notes): ROC-AUC of a score against binary labels; verification
-TAR at a fixed FAR; privacy = 1 - |2·AUC - 1| (1 at chance, 0 when a classifier separates the
-genders perfectly either way round).
+TAR at a fixed FAR; closed-set identification (rank-k accuracy and the CMC curve); privacy =
+1 - |2·AUC - 1| (1 at chance, 0 when a classifier separates the genders perfectly either way
+round).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+
+# Similarities closer than this count as tied in `identification` (cosine, in float64: far
+# above the rounding of a dot product, far below any real difference between faces).
+TIE_TOLERANCE = 1e-9
+_PROBE_CHUNK = 1024  # probes scored against the gallery at once
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -58,6 +67,62 @@ def pair_verification(probe: np.ndarray, gallery: np.ndarray, a: np.ndarray, b: 
     L2-normalised embeddings. For plain verification pass the same embeddings twice."""
     scores = (np.asarray(probe)[a] * np.asarray(gallery)[b]).sum(axis=1)
     return verification(scores, same, far)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, in float64 (an all-zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (N, D), got shape {x.shape}")
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+def identification_ranks(probe_emb: np.ndarray, probe_ids: np.ndarray,
+                         gallery_emb: np.ndarray, gallery_ids: np.ndarray) -> np.ndarray:
+    """The rank (1 = best) at which each probe finds its own identity in a closed-set gallery,
+    by cosine similarity of L2-normalised embeddings. (P,) int.
+
+    A probe's rank is 1 + the number of gallery entries of other identities that score at
+    least as high as its identity's best entry: ties (within `TIE_TOLERANCE`) count against
+    the probe, so the answer does not depend on gallery order, and embeddings collapsed to
+    one point identify nobody. Raises ValueError when a probe's identity is not in the
+    gallery (closed set) or the shapes disagree."""
+    p, g = _unit(probe_emb), _unit(gallery_emb)
+    pid, gid = np.asarray(probe_ids).ravel(), np.asarray(gallery_ids).ravel()
+    if len(p) != len(pid) or len(g) != len(gid) or p.shape[1] != g.shape[1]:
+        raise ValueError(f"identification: {len(p)} probes with {len(pid)} ids and "
+                         f"{len(g)} gallery entries with {len(gid)} ids, dims "
+                         f"{p.shape[1]} and {g.shape[1]}")
+    missing = np.setdiff1d(pid, gid)
+    if len(missing):
+        raise ValueError(f"identification is closed-set: {len(missing)} probe identities "
+                         f"have no gallery entry (first: {missing[0]})")
+    out = np.empty(len(p), dtype=np.int64)
+    for i in range(0, len(p), _PROBE_CHUNK):  # bounded memory: (chunk, G) at a time
+        sim = p[i : i + _PROBE_CHUNK] @ g.T
+        own = pid[i : i + _PROBE_CHUNK, None] == gid[None, :]
+        best_own = np.where(own, sim, -np.inf).max(axis=1)
+        above = (sim >= best_own[:, None] - TIE_TOLERANCE) & ~own
+        out[i : i + _PROBE_CHUNK] = 1 + above.sum(axis=1)
+    return out
+
+
+def identification(probe_emb: np.ndarray, probe_ids: np.ndarray, gallery_emb: np.ndarray,
+                   gallery_ids: np.ndarray, ranks: Sequence[int] = (1, 5), max_rank: int = 20
+                   ) -> dict[str, Any]:
+    """Closed-set identification of probes against a gallery (see `identification_ranks`):
+    `rank<k>` for each k in `ranks`, the fraction of probes whose identity comes within the
+    first k; `cmc`, the cumulative match characteristic at ranks 1..max_rank ((max_rank,)
+    float64; it reaches 1 once max_rank covers the gallery)."""
+    if max_rank < 1 or any(k < 1 for k in ranks):
+        raise ValueError(f"ranks must be >= 1, got ranks={tuple(ranks)}, max_rank={max_rank}")
+    r = identification_ranks(probe_emb, probe_ids, gallery_emb, gallery_ids)
+    if len(r) == 0:
+        raise ValueError("identification needs at least one probe")
+    out: dict[str, Any] = {f"rank{k}": float((r <= k).mean()) for k in ranks}
+    out["cmc"] = (r[None, :] <= np.arange(1, max_rank + 1)[:, None]).mean(axis=1)
+    return out
 
 
 def privacy_from_auc(auc: float) -> float:

@@ -57,3 +57,82 @@ def test_privacy_at_matched_utility_interpolates() -> None:
     assert privacy_at_utility(curve, 0.75) == pytest.approx(0.3)
     assert privacy_at_utility(curve, 0.25) == pytest.approx(0.7)
     assert privacy_at_utility(curve, 2.0) == pytest.approx(0.1)  # clamped
+
+
+# ------------------------------------------------------------------ identification
+
+
+class _FlatMatcher:
+    """The image itself as the embedding (normalised): cosines can be worked out by hand."""
+
+    name, role = "flat", "val"
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        f = np.asarray(images, np.float64).reshape(len(images), -1)
+        return f / np.linalg.norm(f, axis=1, keepdims=True)
+
+
+def _e(*v: float) -> np.ndarray:
+    return np.array(v, np.float32).reshape(2, 2)
+
+
+def _hand_view() -> object:
+    """Five 2x2 'faces' (4-D vectors): identity A rows 0, 1; B rows 2, 3; C row 4 (a single
+    image: gallery only). Gallery = rows 0, 2, 4; probes = rows 1, 3. Pairs: genuine (0,1),
+    (2,3); impostor (0,2), (1,4), (3,4)."""
+    import pyarrow as pa
+
+    from san_search.data.splits import Pairs
+    from san_search.data.store import SplitView
+
+    images = np.stack([_e(1, 0, 0, 0), _e(1, .1, 0, 0), _e(0, 1, 0, 0), _e(0, 1, .2, 0),
+                       _e(0, 0, 1, 0)])
+    ident = np.array([0, 0, 1, 1, 2], np.int32)
+    pairs = Pairs(np.array([0, 2, 0, 1, 3], np.int32), np.array([1, 3, 2, 4, 4], np.int32),
+                  np.array([True, True, False, False, False]))
+    names = pa.array(["A", "A", "B", "B", "C"])
+    return SplitView("val", images, np.array([0, 0, 1, 1, 0], np.int8), ident, names, names,
+                     pairs)
+
+
+def test_scorer_identification_and_both_perturbed_verification_by_hand() -> None:
+    """Perturbed rows: 1 -> (.1, 1, 0, 0) (now nearer B), 2 -> (0, 0, 0, 1) (B's gallery entry
+    moved away); the others unchanged. Cosines:
+    original        probe 1: A .995 > B .0995    -> rank 1; probe 3: B .98 > C .196 -> rank 1
+    probe perturbed probe 1': B .995 > A .0995   -> rank 2; probe 3 as original   -> rank 1
+    both perturbed  probe 1': A .0995 > B 0, C 0 -> rank 1; probe 3: C .196 > A 0 = B' 0
+                    (the tie counts against it)  -> rank 3
+    Verification (TAR at the highest impostor, .196 = r3.r4): original genuine .995, .98 -> 1;
+    probe perturbed r1'.r0 .995, r2'.r3 0 -> 1/2; both perturbed r0.r1' .0995, r2'.r3 0 -> 0."""
+    view = _hand_view()
+    scorer = PoolScorer(Pool("val", [MajorityGender(0.5)], [_FlatMatcher()]), view)
+    assert scorer.gallery.tolist() == [0, 2, 4] and scorer.probes.tolist() == [1, 3]
+    pert = np.array(view.images, copy=True)
+    pert[1], pert[2] = _e(.1, 1, 0, 0), _e(0, 0, 0, 1)
+    got, curves = scorer.score_with_curves(pert)
+    assert got["rank1_original"] == 1.0 and got["rank1_original.flat"] == 1.0
+    assert got["rank1_probe_perturbed"] == 0.5 and got["rank1_both_perturbed"] == 0.5
+    assert got["rank5_probe_perturbed"] == got["rank5_both_perturbed"] == 1.0
+    assert curves["flat"]["probe_perturbed"][:4].tolist() == [0.5, 1.0, 1.0, 1.0]
+    assert curves["flat"]["both_perturbed"][:4].tolist() == [0.5, 0.5, 1.0, 1.0]
+    assert curves["flat"]["original"].tolist() == [1.0] * 20
+    assert got["rank1_retention"] == 0.5 and got["rank1_both_retention"] == 0.5
+    assert got["utility_mean"] == 0.5 and got["utility.flat"] == 0.5
+    assert got["tar_both.flat"] == 0.0 and got["utility_both_mean"] == 0.0
+    assert scorer.score(pert) == got  # score is score_with_curves without the curves
+    # the originals themselves: every scenario is the ceiling
+    same = scorer.score(view.images)
+    assert same["rank1_retention"] == same["rank1_both_retention"] == 1.0
+    assert same["utility_both_mean"] == 1.0
+
+
+def test_rank1_retention_falls_back_to_the_cmc_when_originals_identify_nobody() -> None:
+    """A matcher with rank-1 0 on originals: the retention of its CMC's mean stands in."""
+    view = _hand_view()
+    scorer = PoolScorer(Pool("val", [MajorityGender(0.5)], [_FlatMatcher()]), view)
+    zero = np.zeros(20)
+    scorer.original_ident["flat"] = {"rank1": 0.0, "cmc": np.r_[0.0, np.full(19, 0.5)]}
+    got = {"rank1": 0.0, "cmc": np.r_[0.0, 0.0, np.full(18, 0.5)]}
+    assert scorer._rank1_retention("flat", got) == pytest.approx(9.0 / 9.5)
+    scorer.original_ident["flat"] = {"rank1": 0.0, "cmc": zero}
+    assert scorer._rank1_retention("flat", got) == 0.0

@@ -25,3 +25,20 @@ def test_trial_metrics_are_val_keys_of_the_pool() -> None:
     assert mn.DEFAULT_OBJECTIVES == ("val_privacy_mean", "val_utility_mean")
     assert mn.label("val_privacy_mean") == "val privacy"
     assert mn.label("utility_min") == "utility (worst)"
+
+
+def test_identification_keys_and_labels() -> None:
+    assert mn.rank(1, mn.PROBE_PERTURBED) == "rank1_probe_perturbed"
+    assert mn.rank(5, mn.BOTH_PERTURBED) == "rank5_both_perturbed"
+    assert mn.test("ensemble (random)", mn.RANK1_RETENTION) == \
+        "test_ensemble_random_rank1_retention"
+    assert mn.val(mn.UTILITY_BOTH_MEAN) == "val_utility_both_mean"
+    assert mn.per_model(mn.rank(1, mn.ORIGINAL), "m") == "rank1_original.m"
+    assert mn.IDENTIFICATION == (
+        "utility_both_mean", "rank1_retention", "rank1_both_retention",
+        "rank1_probe_perturbed", "rank1_both_perturbed", "rank1_original",
+        "rank5_probe_perturbed", "rank5_both_perturbed", "rank5_original")
+    assert mn.label("val_rank1_retention") == "val rank-1 retention"
+    assert mn.LABELS["rank5_original"] == "rank-5 (originals)"
+    # logged, not optimised: the trial metrics (objectives, constraints) are the pool's
+    assert not set(mn.TRIAL_METRICS) & {mn.val(k) for k in mn.IDENTIFICATION}

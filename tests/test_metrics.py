@@ -218,3 +218,123 @@ def test_ssim_default_agrees_with_skimage_truncated_at_2_sigma(
     assert np.abs(ssim(x, y) - plain).max() > 1e-4
     monkeypatch.setattr(sk_ssim, "gaussian", gaussian_2_sigma)
     np.testing.assert_allclose(ssim(x, y), _skimage_ssim(x, y, 1.5), atol=2e-5)
+
+
+# ------------------------------------------------------------------ identification
+
+
+def _gallery_3() -> tuple[np.ndarray, np.ndarray]:
+    """Three identities 10, 20, 30 at the axes of a 3-D space."""
+    return np.eye(3), np.array([10, 20, 30])
+
+
+def test_identification_hand_worked() -> None:
+    """Four probes whose ranks are read off the cosines by hand:
+    p0 (1, 0, 0)       id 10: cosines 1, 0, 0          -> rank 1
+    p1 (0.6, 0.8, 0)   id 10: cosines 0.6, 0.8, 0      -> rank 2 (20 beats it)
+    p2 (0.3, 0.4, 0.5) id 10: cosines .42, .57, .71    -> rank 3
+    p3 (0, 0, 7)       id 30: cosine 1 (length ignored) -> rank 1
+    so rank-1 = 2/4, rank-2 = 3/4, rank-3 and beyond = 1."""
+    from san_search.metrics import identification, identification_ranks
+
+    g, gid = _gallery_3()
+    p = np.array([[1, 0, 0], [0.6, 0.8, 0], [0.3, 0.4, 0.5], [0, 0, 7.0]])
+    pid = np.array([10, 10, 10, 30])
+    assert identification_ranks(p, pid, g, gid).tolist() == [1, 2, 3, 1]
+    got = identification(p, pid, g, gid, ranks=(1, 2, 5), max_rank=4)
+    assert (got["rank1"], got["rank2"], got["rank5"]) == (0.5, 0.75, 1.0)
+    assert got["cmc"].tolist() == [0.5, 0.75, 1.0, 1.0]
+    # the default shape: rank1, rank5 and a 20-long CMC that reaches 1 at the gallery size
+    d = identification(p, pid, g, gid)
+    assert set(d) == {"rank1", "rank5", "cmc"} and d["cmc"].shape == (20,)
+    assert d["cmc"][2:].tolist() == [1.0] * 18
+
+
+def test_identification_ties_count_against_the_probe_whatever_the_gallery_order() -> None:
+    """A collapsed embedding (every image the same vector) identifies nobody: each probe ties
+    with every gallery entry and is ranked last, in any gallery order."""
+    from san_search.metrics import identification, identification_ranks
+
+    gid = np.array([10, 20, 30, 40])
+    flat = np.ones((4, 8))
+    probes = np.ones((3, 8))
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0]):
+        r = identification_ranks(probes, np.array([10, 20, 40]), flat[order], gid[order])
+        assert r.tolist() == [4, 4, 4]
+    got = identification(probes, np.array([10, 20, 40]), flat, gid, max_rank=5)
+    assert got["rank1"] == 0.0 and got["cmc"].tolist() == [0, 0, 0, 1, 1]
+    # one tie only: the probe (1, 1) is as close to 10 (1, 0) as to 20 (0, 1) -> rank 2
+    r = identification_ranks(np.array([[1.0, 1.0]]), np.array([10]),
+                             np.array([[1.0, 0], [0, 1.0]]), np.array([10, 20]))
+    assert r.tolist() == [2]
+
+
+def test_identification_uses_an_identitys_best_gallery_entry() -> None:
+    from san_search.metrics import identification_ranks
+
+    g = np.array([[1.0, 0], [0.6, 0.8], [0, 1.0]])  # identity 10 twice, 20 once
+    # probe 0 (id 10) is nearest its second entry (cos .995 > .856 for 20); probe 1 (id 20,
+    # cos .82 with its entry) loses to 10's first entry (.95) but not its second (.32)
+    r = identification_ranks(np.array([[0.1, 1.0], [0.9, 0.3]]), np.array([10, 20]), g,
+                             np.array([10, 20, 10]))
+    assert r.tolist() == [1, 2]
+
+
+def test_identification_is_closed_set() -> None:
+    from san_search.metrics import identification
+
+    g, gid = _gallery_3()
+    with pytest.raises(ValueError, match="closed-set: 1 probe identities have no gallery"):
+        identification(np.eye(3)[:2], np.array([10, 99]), g, gid)
+    with pytest.raises(ValueError, match="at least one probe"):
+        identification(np.zeros((0, 3)), np.zeros(0, int), g, gid)
+
+
+def _brute_force_ranks(p: np.ndarray, pid: np.ndarray, g: np.ndarray, gid: np.ndarray
+                       ) -> list[int]:
+    """Reference: for each probe, sort the gallery by cosine (Python loops, no vector code),
+    and count the other identities' entries scoring at least its identity's best."""
+    ranks = []
+    for x, i in zip(p, pid, strict=True):
+        nx = float(np.sqrt(sum(v * v for v in x)))
+        cos = [float(sum(a * b for a, b in zip(x, y, strict=True))) / nx
+               / float(np.sqrt(sum(v * v for v in y))) for y in g]
+        best = max(c for c, j in zip(cos, gid, strict=True) if j == i)
+        ranks.append(1 + sum(1 for c, j in zip(cos, gid, strict=True)
+                             if j != i and c >= best - 1e-9))
+    return ranks
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_identification_agrees_with_brute_force_and_sklearn(seed: int) -> None:
+    """Random embeddings (noisy copies of identity centres, some identities in the gallery
+    twice for the brute force) against a loop reference; with one entry per identity, rank-k
+    is scikit-learn's top-k accuracy over the cosine matrix (no ties in random data)."""
+    from sklearn.metrics import top_k_accuracy_score
+
+    from san_search.metrics import identification, identification_ranks
+
+    rng = np.random.default_rng(300 + seed)
+    n_id, dim = int(rng.integers(8, 30)), int(rng.integers(4, 16))
+    centres = rng.normal(size=(n_id, dim))
+    gid = np.arange(n_id) * 7 + 3  # identity labels need not be 0..n-1
+    g = centres + rng.normal(scale=0.8, size=centres.shape)
+    pid = rng.choice(gid, size=int(rng.integers(20, 120)))
+    p = centres[(pid - 3) // 7] + rng.normal(scale=0.8, size=(len(pid), dim))
+    got = identification(p, pid, g, gid, ranks=(1, 5), max_rank=n_id + 2)
+    want = np.array(_brute_force_ranks(p, pid, g, gid))
+    assert identification_ranks(p, pid, g, gid).tolist() == want.tolist()
+    assert got["cmc"].tolist() == pytest.approx([(want <= k).mean()
+                                                 for k in range(1, n_id + 3)])
+    cos = (p / np.linalg.norm(p, axis=1, keepdims=True)) @ (
+        g / np.linalg.norm(g, axis=1, keepdims=True)).T
+    for k in (1, 5):
+        assert got[f"rank{k}"] == pytest.approx(
+            top_k_accuracy_score(pid, cos, k=k, labels=gid))
+    assert 0 < got["rank1"] < got["rank5"] <= 1  # neither trivial nor perfect
+    # a second gallery entry per identity for half of them: the brute force still agrees
+    extra = rng.choice(n_id, n_id // 2, replace=False)
+    g2 = np.r_[g, centres[extra] + rng.normal(scale=0.8, size=(len(extra), dim))]
+    gid2 = np.r_[gid, gid[extra]]
+    assert identification_ranks(p, pid, g2, gid2).tolist() == _brute_force_ranks(
+        p, pid, g2, gid2)

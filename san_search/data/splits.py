@@ -1,4 +1,5 @@
-"""Identity-disjoint train / val / test splits, stratified by gender, and verification pairs.
+"""Identity-disjoint train / val / test splits, stratified by gender, verification pairs, and
+the closed-set identification gallery and probes of a split.
 
 Pure functions over arrays of identity ids and genders; seeded, so the same input and seed
 always give the same split and pairs.
@@ -137,6 +138,19 @@ def make_pairs(identity: np.ndarray, n_pairs: int, seed: int) -> Pairs:
     second = np.array([p[1] for p in both], dtype=np.int32)
     same = np.array([True] * len(gen) + [False] * len(imp), dtype=bool)
     return Pairs(first, second, same)
+
+
+def gallery_probe_split(identity: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A split's closed-set identification protocol: the gallery holds one image per
+    identity, its first row (lowest index), and every other row is a probe, so an identity
+    with one image is a gallery entry only (a distractor for the others' probes). Returns
+    (gallery rows, probe rows), each sorted ascending; deterministic, no seed."""
+    identity = np.asarray(identity).ravel()
+    _, first = np.unique(identity, return_index=True)
+    gallery = np.sort(first).astype(np.int64)
+    is_probe = np.ones(len(identity), dtype=bool)
+    is_probe[gallery] = False
+    return gallery, np.flatnonzero(is_probe).astype(np.int64)
 
 
 def cap_per_identity(identity: np.ndarray, cap: int, seed: int) -> np.ndarray:

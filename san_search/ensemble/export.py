@@ -10,7 +10,8 @@ Layout of an export folder:
   members/member_<i>.onnx          the same SAN for ONNX Runtime
   gender_predictor.safetensors / .onnx   the auxiliary classifier that picks prototypes
   prototypes.safetensors        the female and male prototype faces
-  trade_off.png, README.md      the model card
+  trade_off.png, README.md      the model card (test pool: privacy, verification utility,
+                                and rank-1 / rank-5 identification in three scenarios)
   manifest.sig.json             with `--sign KEY`: the Ed25519 signature over manifest.json's
                                 exact bytes (`san_search.signing`; not hashed: it signs them)
   .san-search-output            the marker that lets `--overwrite` replace the folder (not
@@ -266,7 +267,28 @@ def _card_test_pool(manifest: dict[str, Any]) -> list[str]:
                      + " | ".join(f"{r[k]:.3f}" for k in mn.TEST_COLUMNS) + " |")
     return lines + ["", "Per evaluator (privacy = 1 - |2 AUC - 1| per gender classifier; "
                     "utility = TAR@1%FAR retention per matcher):", "", "```",
-                    format_rows(test, per_evaluator_columns(test), METHOD), "```"]
+                    format_rows(test, per_evaluator_columns(test), METHOD), "```"
+                    ] + _card_identification(test)
+
+
+def _card_identification(test: list[dict[str, Any]]) -> list[str]:
+    """Rank-1 / rank-5 identification (pool means) of each method, when the table has them
+    (a selection made before identification was scored has not)."""
+    cols = [k for k in mn.CARD_IDENT_COLUMNS if test and k in test[0]]
+    if not cols:
+        return []
+    return ["", "### Identification", "",
+            "Closed set: the gallery holds one original image per test identity (its first), "
+            "and the identity's other images are probes. Rank-k is the share of probes whose "
+            "identity is among the k most similar gallery entries (cosine; ties count against "
+            "the probe), as a mean over the pool's matchers. Scenarios: *probe perturbed* "
+            "(perturbed probes, original gallery), *both perturbed* (a protected database "
+            "searched with protected probes), *originals* (the ceiling). Rank-1 retention is "
+            "perturbed / original rank-1, capped at 1; utility (both perturbed) is the "
+            "TAR@1%FAR retention with both images of every pair perturbed.", "",
+            "| method | " + " | ".join(mn.LABELS[k] for k in cols) + " |",
+            "|---|" + "---|" * len(cols)] + [
+        f"| {r[METHOD]} | " + " | ".join(f"{r[k]:.3f}" for k in cols) + " |" for r in test]
 
 
 def _card_provenance(manifest: dict[str, Any]) -> list[str]:

@@ -5,7 +5,8 @@ the chosen set on the val pool with "top-K by privacy" and "K random from the fr
 (the random policy realised), score both policies on the test pool, never used before,
 beside the best single member and Gaussian noise at matched utility, then record it all:
 <search>/ensemble/selection.json (`Selection`) and an `ensemble` MLflow child run under the
-search's parent (`log_selection`: settings, members, both tables, the trade-off figure).
+search's parent (`log_selection`: settings, members, both tables, the CMC curves, the
+trade-off figure).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from san_search.ensemble.scoring import (
     ValScores,
     assemble_random,
     best_predictor,
+    cmc_table,
     load_candidates,
     score_candidates,
     test_report,
@@ -86,6 +88,8 @@ class Selection:
     test_table: list[dict[str, Any]]
     candidates: list[dict[str, Any]]  # every eligible candidate's val point, for the figure
     created: str
+    # the test pool's CMC records (`scoring.cmc_rows`); empty in a selection made before them
+    test_cmc: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def save(self, folder: Path) -> Path:
         path = folder / "ensemble" / SELECTION_FILE
@@ -237,10 +241,20 @@ def format_val_table(val_table: list[dict[str, Any]]) -> str:
             + format_rows(val_table, shown, SET))
 
 
+def ident_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The identification columns a test table has (none in one made before them)."""
+    return [k for k in mn.TEST_IDENT_COLUMNS if rows and k in rows[0]]
+
+
 def format_test_table(test_table: list[dict[str, Any]]) -> str:
-    return ("test pool (never used before): pooled, then per evaluator\n"
+    text = ("test pool (never used before): pooled, then per evaluator\n"
             + format_rows(test_table, mn.TEST_COLUMNS, METHOD) + "\n"
             + format_rows(test_table, per_evaluator_columns(test_table), METHOD))
+    ident = ident_columns(test_table)
+    if ident:
+        text += ("\nidentification (closed set, pool mean over matchers) and both-perturbed "
+                 "verification\n" + format_rows(test_table, ident, METHOD))
+    return text
 
 
 def select(search: str, *, search_dir: str | Path, size: int, min_utility: float = 0.5,
@@ -264,8 +278,8 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
     members = _member_records(sc, chosen)
     best_single = int(np.argmax([sc.vs.metrics[i][mn.PRIVACY_MEAN] for i in chosen]))
     log(f"scoring the ensemble on the test pool ({', '.join(m['name'] for m in members)})")
-    test_table = test_report([feasible[i].checkpoint for i in chosen], best_single, ds, zoo,
-                             predictor, seed, third_party, log)
+    test_table, test_cmc = test_report([feasible[i].checkpoint for i in chosen], best_single,
+                                       ds, zoo, predictor, seed, third_party, log)
     log(format_test_table(test_table))
     sel = Selection(
         record.name, members, predictor, policy, seed, record.data, record.zoo,
@@ -277,7 +291,7 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
         val_table, test_table,
         [{"name": sc.vs.names[i], "run_id": feasible[i].run_id, **sc.vs.metrics[i]}
          for i in np.flatnonzero(sc.eligible)],
-        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), test_cmc)
     sel.ensemble_run_id = log_selection(sel)
     path = sel.save(folder)
     log(f"ensemble of {size} recorded in {path} and MLflow run {sel.ensemble_run_id}")
@@ -317,11 +331,12 @@ def trade_off_figure(sel: Selection) -> Figure:
 
 
 def selection_metrics(sel: Selection) -> dict[str, float]:
-    """The ensemble run's metrics: `test_<method>_<metric>` per test-table row (and the
-    matched noise's `test_noise_matched_sigma`), `val_<term>` of the chosen set."""
+    """The ensemble run's metrics: `test_<method>_<metric>` per test-table row and pooled
+    metric, identification included (and the matched noise's `test_noise_matched_sigma`),
+    `val_<term>` of the chosen set."""
     out: dict[str, float] = {}
     for r in sel.test_table:
-        for k in mn.TEST_COLUMNS:
+        for k in (*mn.TEST_COLUMNS, *ident_columns([r])):
             out[mn.test(r[METHOD], k)] = float(r[k])
         if r.get(SIGMA) is not None:
             out[mn.test(r[METHOD], SIGMA)] = float(r[SIGMA])
@@ -333,7 +348,8 @@ def selection_metrics(sel: Selection) -> dict[str, float]:
 
 def log_selection(sel: Selection) -> str:
     """An `ensemble` child run under the search's parent: settings, members, both tables,
-    the figure, and the headline metrics."""
+    the test pool's CMC curves (`ensemble_test_cmc.json`), the figure, and the headline
+    metrics."""
     from san_search import tracking
 
     params = {**{k: str(v) for k, v in sel.settings.items()}, "policy": sel.policy,
@@ -345,6 +361,8 @@ def log_selection(sel: Selection) -> str:
                        ("ensemble_test.json", sel.test_table)):
         cols = list(dict.fromkeys(k for r in rows for k in r))
         tables[name] = {c: [r.get(c) for r in rows] for c in cols}
+    if sel.test_cmc:
+        tables["ensemble_test_cmc.json"] = cmc_table(sel.test_cmc)
     return tracking.log_child_run(
         sel.tracking_uri, sel.experiment_id, sel.parent_run_id,
         run_name=f"{sel.search}-ensemble",

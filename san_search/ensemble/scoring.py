@@ -1,5 +1,6 @@
 """Candidates of a finished search and their scores: the trials loaded from the search folder
-and MLflow, each scored on the val pool, and the test pool's verdict on a chosen ensemble.
+and MLflow, each scored on the val pool, and the test pool's verdict on a chosen ensemble
+(its table, and the CMC curves of each method in the three identification scenarios).
 
 Every candidate here is judged with the ensemble's gender predictor (the best auxiliary
 classifier by val AUC) choosing the prototypes, as `perturb` will on unlabelled images.
@@ -30,7 +31,7 @@ from san_search.errors import EnsembleError
 
 if TYPE_CHECKING:
     from san_search.data.store import PreparedDataset
-    from san_search.evaluate import PoolScorer
+    from san_search.evaluate import Curves, PoolScorer
     from san_search.search.record import SearchRecord
     from san_search.search.space import SearchSpace
     from san_search.zoo import Zoo
@@ -165,12 +166,36 @@ def assemble_random(outputs: Sequence[np.ndarray], members: Sequence[int],
     return out
 
 
+def cmc_rows(method: str, curves: Curves) -> list[dict[str, Any]]:
+    """One method's CMC curves as records (`method`, `scenario`, `matcher`, `cmc` list): each
+    matcher's and the pool mean's, in every scenario."""
+    rows = []
+    for s in mn.SCENARIOS:
+        per = {m: [float(x) for x in c[s]] for m, c in curves.items()}
+        per[mn.POOL_MEAN_MATCHER] = [float(x) for x in np.mean([c[s] for c in curves.values()],
+                                                               axis=0)]
+        rows += [{METHOD: method, mn.SCENARIO: s, mn.MATCHER: m, mn.CMC: c} for m, c in per.items()]
+    return rows
+
+
+def cmc_table(records: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """CMC records as the MLflow table: one row per method, scenario, matcher and rank."""
+    cols: dict[str, list[Any]] = {c: [] for c in (METHOD, *mn.CMC_COLUMNS)}
+    for r in records:
+        for k, rate in enumerate(r[mn.CMC], start=1):
+            for c, v in ((METHOD, r[METHOD]), (mn.SCENARIO, r[mn.SCENARIO]),
+                         (mn.MATCHER, r[mn.MATCHER]), (mn.RANK, k), (mn.RATE, rate)):
+                cols[c].append(v)
+    return cols
+
+
 def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDataset, zoo: Zoo,
                 predictor: str, seed: int, third_party: bool = True, log: Log = print
-                ) -> list[dict[str, Any]]:
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The test pool's verdict: ensemble (random), ensemble (chain), the best single member
     (by val privacy) and Gaussian noise at the random ensemble's utility (its row carries
-    the strength as `sigma`).
+    the strength as `sigma`). Returns the table's rows and every method's CMC records
+    (`cmc_rows`).
 
     The noise strength is matched by bisection on a 30% identity subset of the test split
     (the same pool, third-party models included, so the match holds for every matcher; the
@@ -184,11 +209,18 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     scorer = PoolScorer(pool, test)
     rt = torch_runtime(checkpoints, zoo, predictor, ds.prototypes, "random", seed)
     rows: list[dict[str, Any]] = []
+    cmc: list[dict[str, Any]] = []
+
+    def add(label: str, images: np.ndarray, **extra: Any) -> None:
+        metrics, curves = scorer.score_with_curves(images)
+        rows.append({METHOD: label, **extra, **metrics})
+        cmc.extend(cmc_rows(label, curves))
+
     for label, policy in (("ensemble (random)", "random"), ("ensemble (chain)", "chain")):
-        rows.append({METHOD: label, **scorer.score(rt.perturb(test.images, policy))})
+        add(label, rt.perturb(test.images, policy))
         log(f"  test pool: {label} scored")
     single = torch_runtime([checkpoints[best_single]], zoo, predictor, ds.prototypes)
-    rows.append({METHOD: "best single member", **scorer.score(single.perturb(test.images))})
+    add("best single member", single.perturb(test.images))
     log("  test pool: best single member scored")
     sub = test.identity_subset(0.3, seed)
     assert sub.pairs is not None
@@ -198,7 +230,7 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     target = quick.score(rt.perturb(sub.images, "random"))[mn.UTILITY_MEAN]
     sigma = matched_sigma(
         lambda s: quick.score(gaussian_noise(s)(sub.images))[mn.UTILITY_MEAN], target, steps=5)
-    rows.append({METHOD: f"noise sigma {sigma:g} (matched utility)", SIGMA: sigma,
-                 **scorer.score(gaussian_noise(sigma)(test.images))})
+    add(f"noise sigma {sigma:g} (matched utility)", gaussian_noise(sigma)(test.images),
+        **{SIGMA: sigma})
     log(f"  test pool: noise at sigma {sigma:g} scored")
-    return rows
+    return rows, cmc

@@ -83,3 +83,22 @@ def test_cap_per_identity() -> None:
     assert np.bincount(ident[keep]).tolist() == [4, 3]
     assert np.array_equal(cap_per_identity(ident, 0, seed=0), np.arange(13))
     assert np.array_equal(keep, cap_per_identity(ident, 4, seed=0))
+
+
+def test_gallery_is_each_identitys_first_row_and_the_rest_are_probes() -> None:
+    from san_search.data.splits import gallery_probe_split
+
+    #              0  1  2  3  4  5  6  7
+    ident = np.array([5, 2, 5, 9, 2, 5, 7, 9])  # 7 has one image: gallery only
+    gallery, probes = gallery_probe_split(ident)
+    assert gallery.tolist() == [0, 1, 3, 6]
+    assert probes.tolist() == [2, 4, 5, 7]
+    again = gallery_probe_split(ident.copy())
+    assert [a.tolist() for a in again] == [gallery.tolist(), probes.tolist()]
+    # every probe's identity is in the gallery once: a closed set
+    assert sorted(ident[gallery].tolist()) == sorted(set(ident.tolist()))
+    assert set(ident[probes].tolist()) <= set(ident[gallery].tolist())
+    g, p = gallery_probe_split(np.array([4, 4, 4]))
+    assert g.tolist() == [0] and p.tolist() == [1, 2]
+    g, p = gallery_probe_split(np.array([1, 2, 3]))
+    assert g.tolist() == [0, 1, 2] and p.tolist() == []

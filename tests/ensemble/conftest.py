@@ -38,7 +38,7 @@ def exported(problem: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
     ds = open_dataset(data)
     zoo = open_zoo(zoo_dir, expect_fingerprint=ds.fingerprint)
     predictor = best_predictor(zoo)
-    table = test_report(ckpts, 0, ds, zoo, predictor, seed=0, third_party=False,
+    table, cmc = test_report(ckpts, 0, ds, zoo, predictor, seed=0, third_party=False,
                         log=lambda _: None)
     val = {"privacy_mean": 0.3, "utility_mean": 0.7, "ssim": 0.8}
     from san_search.train import load_san
@@ -48,6 +48,6 @@ def exported(problem: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
                for i, c in enumerate(ckpts)]
     sel = Selection("unit", members, predictor, "random", 0, str(data), str(zoo_dir),
                     ds.fingerprint, "", "", "", "", {"size": 2}, [], table,
-                    [{"name": "m0", **val}], "now")
+                    [{"name": "m0", **val}], "now", cmc)
     out = export_ensemble(sel, root / "export", log=lambda _: None)
     return out, sel

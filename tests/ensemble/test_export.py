@@ -64,6 +64,34 @@ def test_the_model_card_names_metrics_from_the_vocabulary(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["members"][0]["config"]["aux_gender"] == "g_aux"  # to_dict's spelling
     assert "| g_aux | m_aux |" in card
+    assert ("| method | rank-1 retention | utility (both perturbed) | rank-1 (probe perturbed) | "
+            "rank-5 (probe perturbed) | rank-1 (both perturbed) | rank-5 (both perturbed) | "
+            "rank-1 (originals) | rank-5 (originals) |") in card
+    r = sel.test_table[0]
+    assert (f"| {r['method']} | {r['rank1_retention']:.3f} | {r['utility_both_mean']:.3f} | "
+            f"{r['rank1_probe_perturbed']:.3f} |") in card
+
+
+def test_the_test_report_identifies_in_three_scenarios(exported: tuple[Path, Selection]
+                                                       ) -> None:
+    """The originals' rank-k is computed once: the same in every row; each method's CMC
+    records cover every matcher and the pool mean in the three scenarios, and the pool
+    mean's rank-1 and rank-5 are the table's."""
+    _, sel = exported
+    rows = sel.test_table
+    assert len({r["rank1_original"] for r in rows}) == 1 and rows[0]["rank1_original"] > 0
+    matchers = sorted(k.split(".", 1)[1] for k in rows[0] if k.startswith("utility."))
+    cmc = {(c["method"], c["scenario"], c["matcher"]): c["cmc"] for c in sel.test_cmc}
+    assert len(cmc) == len(sel.test_cmc) == len(rows) * 3 * (len(matchers) + 1)
+    for r in rows:
+        for s in ("probe_perturbed", "both_perturbed", "original"):
+            pooled = cmc[(r["method"], s, "pool mean")]
+            assert len(pooled) == 20 and pooled == sorted(pooled)  # cumulative
+            assert pooled[0] == pytest.approx(r[f"rank1_{s}"])
+            assert pooled[4] == pytest.approx(r[f"rank5_{s}"])
+            for m in matchers:
+                assert cmc[(r["method"], s, m)][0] == pytest.approx(r[f"rank1_{s}.{m}"])
+        assert 0 <= r["rank1_retention"] <= 1 and 0 <= r["utility_both_mean"] <= 1
 
 
 def test_registered_pyfunc_loads_by_alias_and_predicts(exported: tuple[Path, Selection],
@@ -92,6 +120,14 @@ def test_registered_pyfunc_loads_by_alias_and_predicts(exported: tuple[Path, Sel
     assert logged["test_ensemble_chain_privacy_mean"] == pytest.approx(
         by_method["ensemble (chain)"]["privacy_mean"])
     assert {"test_best_single_member_utility_mean", "test_noise_matched_sigma"} <= set(logged)
+    assert logged["test_ensemble_random_rank1_retention"] == pytest.approx(
+        by_method["ensemble (random)"]["rank1_retention"])
+    assert logged["test_noise_matched_rank1_both_perturbed"] == pytest.approx(
+        sel.test_table[-1]["rank1_both_perturbed"])
+    cmc = json.loads(Path(client.download_artifacts(run_id, "ensemble_test_cmc.json",
+                                                    str(tmp_path))).read_text())
+    assert cmc["columns"] == ["method", "scenario", "matcher", "rank", "identification_rate"]
+    assert len(cmc["data"]) == 20 * len(sel.test_cmc)
     got = register(out, uri, run_id, "unit-ensemble", log=lambda _: None)
     assert got["uri"] == "models:/unit-ensemble@champion" and got["version"] == "1"
     assert str(client.get_model_version_by_alias("unit-ensemble", "champion").version) == "1"

@@ -86,3 +86,74 @@ def test_candidates_are_ordered_by_what_they_are_not_by_random_trial_ids() -> No
         return [c.params for c in stable_order(cands)]
 
     assert run(["ffff0001", "0000aaaa", "77770000"]) == run(["0000aaaa", "ffff0001", "12345678"])
+
+
+def _ident(r1: float) -> dict[str, float]:
+    """A row's identification columns: rank-1 r1 perturbed, 0.9 on originals."""
+    return {"utility_both_mean": 0.4, "rank1_retention": r1 / 0.9,
+            "rank1_both_retention": 0.5 * r1 / 0.9, "rank1_probe_perturbed": r1,
+            "rank1_both_perturbed": 0.5 * r1, "rank1_original": 0.9,
+            "rank5_probe_perturbed": 0.8, "rank5_both_perturbed": 0.6, "rank5_original": 1.0}
+
+
+def test_identification_columns_are_logged_and_printed_beside_the_old_ones() -> None:
+    sel = _selection()
+    old_keys = set(selection_metrics(sel))
+    for r, r1 in zip(sel.test_table, (0.45, 0.36, 0.54, 0.27), strict=True):
+        r.update(_ident(r1))
+    got = selection_metrics(sel)
+    assert old_keys < set(got)  # every key the ensemble runs carried is still there
+    assert got["test_ensemble_random_rank1_retention"] == pytest.approx(0.5)
+    assert got["test_ensemble_chain_rank1_probe_perturbed"] == pytest.approx(0.36)
+    assert got["test_best_single_member_rank1_both_retention"] == pytest.approx(0.3)
+    assert got["test_noise_matched_rank5_original"] == pytest.approx(1.0)
+    assert got["test_noise_matched_utility_both_mean"] == pytest.approx(0.4)
+    assert len(got) == 4 * (5 + 9) + 1 + 7
+    lines = format_test_table(sel.test_table).splitlines()
+    assert lines[-7].startswith("identification (closed set")
+    assert lines[-6].split() == ["method", "utility_both_mean", "rank1_retention",
+                                 "rank1_both_retention", "rank1_probe_perturbed",
+                                 "rank1_both_perturbed", "rank1_original",
+                                 "rank5_probe_perturbed", "rank5_both_perturbed",
+                                 "rank5_original"]
+    assert lines[-4].split()[-9:] == ["0.400", "0.500", "0.250", "0.450", "0.225", "0.900",
+                                      "0.800", "0.600", "1.000"]
+
+
+def test_cmc_records_and_their_mlflow_table() -> None:
+    """Two matchers' curves (3 ranks for short): each matcher's rows, the pool mean's, and
+    the long MLflow table with one row per rank."""
+    from san_search.ensemble.scoring import cmc_rows, cmc_table
+
+    curves = {"m1": {"probe_perturbed": np.array([0.2, 0.6, 1.0]),
+                     "both_perturbed": np.array([0.1, 0.3, 1.0]),
+                     "original": np.array([0.8, 1.0, 1.0])},
+              "m2": {"probe_perturbed": np.array([0.4, 0.8, 1.0]),
+                     "both_perturbed": np.array([0.3, 0.5, 0.9]),
+                     "original": np.array([0.6, 0.9, 1.0])}}
+    rows = cmc_rows("ensemble (random)", curves)
+    assert [(r["scenario"], r["matcher"]) for r in rows] == [
+        (s, m) for s in ("probe_perturbed", "both_perturbed", "original")
+        for m in ("m1", "m2", "pool mean")]
+    mean = {(r["scenario"], r["matcher"]): r["cmc"] for r in rows}
+    assert mean[("probe_perturbed", "pool mean")] == pytest.approx([0.3, 0.7, 1.0])
+    assert mean[("both_perturbed", "pool mean")] == pytest.approx([0.2, 0.4, 0.95])
+    assert mean[("original", "pool mean")] == pytest.approx([0.7, 0.95, 1.0])
+    table = cmc_table(rows)
+    assert list(table) == ["method", "scenario", "matcher", "rank", "identification_rate"]
+    assert len(table["rank"]) == 9 * 3 and table["rank"][:4] == [1, 2, 3, 1]
+    assert table["identification_rate"][3:6] == pytest.approx([0.4, 0.8, 1.0])  # m2
+    assert set(table["method"]) == {"ensemble (random)"}
+
+
+def test_a_selection_made_before_identification_still_loads(tmp_path: Path) -> None:
+    import dataclasses
+    import json
+
+    sel = _selection()
+    raw = dataclasses.asdict(sel)
+    del raw["test_cmc"]
+    (tmp_path / "ensemble").mkdir()
+    (tmp_path / "ensemble" / "selection.json").write_text(json.dumps(raw))
+    back = Selection.load(tmp_path)
+    assert back.test_cmc == [] and "identification" not in format_test_table(back.test_table)
