@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".pgm",
                   ".ppm"}
 CHUNK = 64
-PHOTO_CHUNK = 8  # photos decoded and held at once (a 24 Mpx photo is about 72 MB)
+PHOTO_PIXELS = 50_000_000  # photo pixels held at once, at most (RGB: about 150 MB)
 SHEET_PHOTOS = 8
 REPORT = "report.csv"
 NO_FACE = "no face found"
@@ -306,19 +306,19 @@ def _prepare(p: Path, root: Path, out: Path, claimed: dict[Path, Path], framing:
 def _run_photos(ens: LoadedEnsemble, root: Path, files: list[Path], out: Path,
                 framing: Framing, report: PerturbReport, progress: Callable[[str], None]
                 ) -> list[tuple[Image.Image, Image.Image]]:
-    """Whole photos with their faces perturbed; returns the contact sheet's thumbnails."""
+    """Whole photos with their faces perturbed; returns the contact sheet's thumbnails.
+    Photos are held until `CHUNK` of them or `PHOTO_PIXELS` pixels wait, then their faces go
+    through the ensemble in one batch (small batches cost the ensemble most of its time)."""
     from san_search.photos import is_colour
 
     claimed: dict[Path, Path] = {}
     pairs: list[tuple[Image.Image, Image.Image]] = []
+    pending: list[_Pending] = []
+    crops: list[np.ndarray] = []
     told, t0 = False, time.perf_counter()
-    for start in range(0, len(files), PHOTO_CHUNK):
-        pending: list[_Pending] = []
-        crops: list[np.ndarray] = []
-        for p in files[start : start + PHOTO_CHUNK]:
-            got = _prepare(p, root, out, claimed, framing, report, progress)
-            if got is None:
-                continue
+    for done, p in enumerate(files, 1):
+        got = _prepare(p, root, out, claimed, framing, report, progress)
+        if got is not None:
             item, faces = got
             assert item.photo.image is not None
             if not told and is_colour(item.photo.image):
@@ -327,13 +327,15 @@ def _run_photos(ens: LoadedEnsemble, root: Path, files: list[Path], out: Path,
             item.first = sum(len(c) for c in crops)
             pending.append(item)
             crops.append(faces)
-        if pending:
+        held = sum(i.photo.image.width * i.photo.image.height for i in pending
+                   if i.photo.image is not None)
+        if pending and (len(pending) >= CHUNK or held >= PHOTO_PIXELS or done == len(files)):
             x = np.concatenate(crops)
             y, members = ens.runtime.perturb(x), _members(ens, x)
             for item in pending:
                 _finish(item, root, y, members, report, pairs)
-        if len(files) > 1:
-            done = min(start + PHOTO_CHUNK, len(files))
+            pending, crops = [], []
+        if len(files) > 1 and (done % CHUNK == 0 or done == len(files)):
             rate = len(report.written) / max(time.perf_counter() - t0, 1e-9)
             progress(f"perturbed {done}/{len(files)} photos ({report.summary()}; "
                      f"{rate:.1f} photos/s)")

@@ -237,7 +237,7 @@ def output_name(relative: Path) -> tuple[Path, str]:
 
 def _savable(img: Image.Image, fmt: str) -> Image.Image:
     if fmt == "JPEG" and img.mode not in JPEG_MODES:
-        return img.convert("L" if img.mode in GRAY_MODES and img.mode != "F" else "RGB")
+        return to_gray(img) if img.mode in GRAY_MODES else img.convert("RGB")
     if fmt == "PNG" and img.mode not in PNG_MODES:
         if img.mode.startswith("I;16"):
             return Image.fromarray(np.asarray(img).astype(np.uint16))
