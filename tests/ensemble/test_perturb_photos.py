@@ -274,3 +274,22 @@ def test_feather_mask_and_output_names() -> None:
     assert output_name(Path("a/b.JPG")) == (Path("a/b.JPG"), "JPEG")
     assert output_name(Path("a/b.png")) == (Path("a/b.png"), "PNG")
     assert output_name(Path("a/b.webp")) == (Path("a/b.png"), "PNG")
+
+
+def test_other_formats_become_png_and_one_output_name_is_written_once(
+        exported: tuple[Path, Selection], tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.bmp", "a.png", "c.webp"):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(src / name)
+    out = tmp_path / "out"
+    assert run("--ensemble", exported[0], "--input", src, "--output", out, "--aligned") == 0
+    rows = read_report(out)
+    assert rows["a.bmp"]["status"] == "written" and rows["c.webp"]["status"] == "written"
+    assert rows["a.png"]["status"] == f"skipped: same output {out / 'a.png'} as {src / 'a.bmp'}"
+    for name in ("a.png", "c.png"):
+        with Image.open(out / name) as img:
+            assert (img.format, img.size, img.mode) == ("PNG", (40, 30), "RGB")
+    assert np.array_equal(np.asarray(Image.open(out / "a.png"))[:, :5],
+                          np.asarray(Image.open(src / "a.bmp"))[:, :5])  # outside the square
