@@ -2,11 +2,16 @@
 on this CPU, both policies. Run on demand:
 
     python bench/perturb.py --ensemble EXPORT_DIR [--data PREPARED_DATASET] [--images 1024]
+    python bench/perturb.py --ensemble EXPORT_DIR --photos FOLDER [--images 50]
 
 Times the ensemble on preprocessed faces (the test split of --data, else random faces of the
 ensemble's size), after one warm-up pass, with every core and with one thread. Prints
 images/s and the ONNX/PyTorch ratio measured in the same run (compare ratios, not seconds:
 the machine is shared).
+
+With --photos: whole photos, as `san-search perturb` writes them (read, detect, crop,
+perturb, paste back, encode, write), on the first --images image files under FOLDER (e.g. 50
+LFW photos, 250x250 with one face), both backends in the same run; prints photos/s.
 """
 
 from __future__ import annotations
@@ -30,13 +35,39 @@ def rate(runtime, x: np.ndarray, policy: str, repeats: int) -> float:  # type: i
     return best
 
 
+def photo_rates(ensemble: str, folder: str, images: int) -> None:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from san_search.perturb import IMAGE_SUFFIXES, perturb_files
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        for i, p in enumerate(files[:images]):
+            shutil.copyfile(p, src / f"{i:05d}{p.suffix}")
+        for backend in ("torch", "onnx"):
+            for run in ("warm-up", "timed"):
+                rep = perturb_files(ensemble, src, Path(tmp) / f"{backend}-{run}",
+                                    backend=backend, progress=lambda _: None)
+            print(f"{backend:<5}: {len(rep.written)} of {len(rep.rows)} photos written, "
+                  f"{len(rep.written) / rep.seconds:.1f} photos/s (whole photos, "
+                  f"{os.cpu_count()} cores)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ensemble", required=True)
     ap.add_argument("--data", default=None)
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--photos", default=None, help="time whole photos from this folder")
     args = ap.parse_args()
+    if args.photos:
+        photo_rates(args.ensemble, args.photos, args.images)
+        return
     probe = load_ensemble(args.ensemble)
     s = probe.image_size
     if args.data:

@@ -180,7 +180,8 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     _step(log, 6, "perturb sample faces", t0)
     samples = out / "samples" / name
     originals = write_samples(data, samples / "originals")
-    rep = perturb_files(export_dir, samples / "originals", samples / "perturbed", progress=log)
+    rep = perturb_files(export_dir, samples / "originals", samples / "perturbed", progress=log,
+                       crops_only=True)
     wall = time.perf_counter() - t0
     result = {"name": name, "tracking_uri": uri, "server": server, "data": str(data),
               "zoo": str(zoo_dir), "search": summary, "selection": sel,

@@ -93,21 +93,39 @@ def cmd_ensemble_export(args: argparse.Namespace) -> int:
 
 def add_perturb(sub: Subparsers) -> None:
     pt = sub.add_parser(
-        "perturb", help="apply an exported ensemble to images",
-        description="Preprocess each image as `data prepare` did for the ensemble's data, "
-        "perturb it, and write a PNG under --output (same relative path). Unreadable "
-        "images are reported and skipped.")
+        "perturb", help="apply an exported ensemble to photos",
+        description="Find the faces in each photo (OpenCV's Haar cascade, as `data prepare "
+        "--detect`), cut each as `data prepare` cut the ensemble's faces, perturb it and paste "
+        "it back into the photo at full size with a feathered edge; a gray ensemble changes "
+        "the faces' luminance only. Each photo is written under --output with its relative "
+        "path and name, upright (EXIF orientation applied, no EXIF kept), in its format: JPEG "
+        "at quality 95, PNG, other formats as PNG. Pixels outside the face boxes are kept. "
+        "--output/report.csv lists every file with its status, faces, boxes and member. "
+        "Unreadable images and photos without a face are reported and skipped.")
     pt.add_argument("--ensemble", required=True, help="export folder")
-    pt.add_argument("--input", required=True, help="an image file or a folder of images")
+    pt.add_argument("--input", required=True, help="an image file or a folder of images "
+                    "(searched recursively)")
     pt.add_argument("--output", required=True,
                     help="output folder (empty or new), outside --input")
+    pt.add_argument("--faces", choices=["all", "largest"], default=None,
+                    help="perturb every face found, or only the largest one (all)")
+    pt.add_argument("--aligned", action="store_true",
+                    help="no detection: each image is one already-cropped face, cut as the "
+                    "ensemble's data was (its centred crop)")
+    pt.add_argument("--crops-only", action="store_true",
+                    help="write only the perturbed crops, as PNGs at the ensemble's size "
+                    "(a/b.jpg -> a/b.png), as perturb did before whole photos")
+    pt.add_argument("--sheet", default=None, metavar="PATH",
+                    help="also write a before/after contact sheet (PNG) of the first 8 "
+                    "photos written")
     pt.add_argument("--policy", choices=["random", "chain"], default=None,
                     help="override the ensemble's policy")
     pt.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                     help="PyTorch or ONNX Runtime (torch)")
     pt.add_argument("--overwrite", action="store_true",
                     help="allow a non-empty --output that an earlier perturb wrote (its "
-                    ".san-search-output marker); only the PNGs this run writes are replaced")
+                    ".san-search-output marker); only the files this run writes are "
+                    "replaced (and an existing --sheet)")
     pt.add_argument("--trust", default=None, metavar="PUBKEY",
                     help="Ed25519 public key: refuse the ensemble unless its manifest.sig.json "
                     "is a valid signature by this key (an unsigned ensemble runs with a "
@@ -118,13 +136,20 @@ def add_perturb(sub: Subparsers) -> None:
 def cmd_perturb(args: argparse.Namespace) -> int:
     import sys
 
-    from san_search.perturb import perturb_files
+    from san_search.perturb import REPORT, perturb_files
 
     rep = perturb_files(args.ensemble, args.input, args.output, policy=args.policy,
-                        backend=args.backend, overwrite=args.overwrite, trust=args.trust)
+                        backend=args.backend, overwrite=args.overwrite, trust=args.trust,
+                        crops_only=args.crops_only, aligned=args.aligned,
+                        faces=args.faces or "all", sheet=args.sheet)
     rate = len(rep.written) / rep.seconds if rep.seconds > 0 else 0.0
-    print(f"wrote {len(rep.written)} PNG(s) to {args.output} in {rep.seconds:.1f} s "
-          f"({rate:.0f} images/s); skipped {len(rep.skipped)}")
+    if args.crops_only:
+        print(f"wrote {len(rep.written)} PNG(s) to {args.output} in {rep.seconds:.1f} s "
+              f"({rate:.0f} images/s); skipped {len(rep.skipped)}")
+    else:
+        print(f"wrote {len(rep.written)} photo(s) to {args.output} in {rep.seconds:.1f} s "
+              f"({rate:.1f} photos/s); skipped {len(rep.skipped)}; every file: "
+              f"{args.output}/{REPORT}")
     for path, why in rep.skipped:
         print(f"  skipped {path}: {why}")
     if not rep.written:  # every input skipped: a failure, not a success

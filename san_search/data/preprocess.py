@@ -68,13 +68,20 @@ def _cascade() -> Any:
     return _CASCADE
 
 
-def _detect_box(gray: np.ndarray) -> tuple[int, int, int] | None:
-    """Return (centre x, centre y, side) of the largest detected face, or None."""
+def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Every face OpenCV's Haar cascade finds in a uint8 gray image, as (x, y, w, h) boxes
+    (tight around eyes-to-mouth), with the settings `data prepare --detect` uses."""
     h, w = gray.shape
     faces = _cascade().detectMultiScale(
         gray, scaleFactor=1.1, minNeighbors=5, minSize=(max(16, min(h, w) // 10),) * 2
     )
-    if len(faces) == 0:
+    return [(int(x), int(y), int(fw), int(fh)) for x, y, fw, fh in faces]
+
+
+def _detect_box(gray: np.ndarray) -> tuple[int, int, int] | None:
+    """Return (centre x, centre y, side) of the largest detected face, or None."""
+    faces = detect_faces(gray)
+    if not faces:
         return None
     x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3])
     side = int(round(max(fw, fh) * DETECT_MARGIN))
@@ -139,36 +146,53 @@ def to_face(img: Image.Image, settings: Settings) -> np.ndarray | None:
     return np.asarray(face, dtype=np.uint8)
 
 
-def _open_face(raw: bytes, settings: Settings) -> np.ndarray | None:
-    """Decode and preprocess one file's bytes; DataError when too large or unconvertible."""
+def open_image(raw: bytes) -> Image.Image:
+    """Decode one file's bytes fully; DataError when it claims more than MAX_PIXELS (checked
+    from the header, before the pixels are decoded)."""
     with warnings.catch_warnings():
         # our own limit below is lower than PIL's error threshold and names the size
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(raw)) as img:
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise DataError(f"image too large: {w}x{h} = {w * h} pixels, over the limit of "
-                                f"{MAX_PIXELS} (a guard against decompression bombs)")
-            img.load()
-            return to_face(img, settings)
+        img = Image.open(io.BytesIO(raw))
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise DataError(f"image too large: {w}x{h} = {w * h} pixels, over the limit of "
+                            f"{MAX_PIXELS} (a guard against decompression bombs)")
+        img.load()
+        return img
+
+
+def read_image(path: Path) -> tuple[Image.Image | None, str, str | None]:
+    """(image, SHA-256 of the file's bytes, None), or (None, hash, why it failed): failures
+    come back, never raised, so one bad file never stops a batch."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        return None, "", f"unreadable file: {exc.strerror or exc}"
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        return open_image(raw), digest, None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure on hostile bytes is per file
+        return None, digest, _failure(exc)
+
+
+def _failure(exc: Exception) -> str:
+    if isinstance(exc, DataError):
+        return str(exc)
+    if isinstance(exc, Image.DecompressionBombError):  # over twice PIL's limit: from open
+        return f"image too large: {exc}"
+    return f"corrupt or unsupported image: {exc}"
 
 
 def decode_file(path: Path, settings: Settings) -> Decoded:
     """Read one file and preprocess it; failures come back as `Decoded.error`, never raised,
     so one bad file never stops a batch."""
+    img, digest, error = read_image(path)
+    if img is None:
+        return Decoded(None, digest, error)
     try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        return Decoded(None, "", f"unreadable file: {exc.strerror or exc}")
-    digest = hashlib.sha256(raw).hexdigest()
-    try:
-        face = _open_face(raw, settings)
-    except DataError as exc:
-        return Decoded(None, digest, str(exc))
-    except Image.DecompressionBombError as exc:  # over twice PIL's limit: raised by open
-        return Decoded(None, digest, f"image too large: {exc}")
-    except Exception as exc:  # noqa: BLE001 - any decoder failure on hostile bytes is per file
-        return Decoded(None, digest, f"corrupt or unsupported image: {exc}")
+        face = to_face(img, settings)
+    except Exception as exc:  # noqa: BLE001 - as above
+        return Decoded(None, digest, _failure(exc))
     if face is None:
         return Decoded(None, digest, "no face found")
     return Decoded(face.tobytes(), digest)

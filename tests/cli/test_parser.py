@@ -92,7 +92,8 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
     "perturb": (
         ["--ensemble", "e", "--input", "i", "--output", "o"], "cmd_perturb",
         {"ensemble": "e", "input": "i", "output": "o", "policy": None, "backend": "torch",
-         "overwrite": False, "trust": None}),
+         "overwrite": False, "trust": None, "faces": None, "aligned": False,
+         "crops_only": False, "sheet": None}),
     "keys generate": (["--out", "k"], "cmd_keys_generate", {"out": "k"}),
     "demo": (
         [], "cmd_demo",

@@ -12,7 +12,7 @@ from san_search.ensemble.orchestration import Selection
 from san_search.errors import EnsembleError
 
 
-def test_perturb_writes_pngs_and_skips_unreadable_images(
+def test_crops_only_writes_pngs_and_skips_unreadable_images(
         exported: tuple[Path, Selection], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     from PIL import Image
@@ -27,7 +27,7 @@ def test_perturb_writes_pngs_and_skips_unreadable_images(
         Image.fromarray(rng.integers(0, 255, (60, 50, 3), dtype=np.uint8)).save(src / name)
     (src / "broken.jpg").write_bytes(b"not an image")
     rc = main(["perturb", "--ensemble", str(out), "--input", str(src),
-               "--output", str(tmp_path / "o1")])
+               "--output", str(tmp_path / "o1"), "--crops-only"])
     assert rc == 0
     captured = capsys.readouterr()
     assert "wrote 3 PNG(s)" in captured.out and "skipped 1" in captured.out
@@ -40,7 +40,7 @@ def test_perturb_writes_pngs_and_skips_unreadable_images(
     assert img.shape == (16, 16) and img.dtype == np.uint8
     # the same image gives the same output, on either backend
     main(["perturb", "--ensemble", str(out), "--input", str(src / "a.jpg"),
-          "--output", str(tmp_path / "o2"), "--backend", "onnx"])
+          "--output", str(tmp_path / "o2"), "--backend", "onnx", "--crops-only"])
     again = np.asarray(Image.open(tmp_path / "o2" / "a.png")).astype(int)
     assert np.abs(again - img.astype(int)).max() <= 1
     # a non-empty output folder is refused
@@ -107,17 +107,17 @@ def test_cli_perturb_never_replaces_the_input_or_a_folder_it_did_not_write(
     assert rc == 2
     assert f"refusing to replace {other}: it has no {MARKER} marker" in capsys.readouterr().err
     assert _contents(other) == {"a.png": b"someone else's a.png"}
-    # perturb's own output (marked) may be rerun with --overwrite: only its PNGs change
+    # perturb's own output (marked) may be rerun with --overwrite: only its files change
     out = tmp_path / "out"
     assert main(["perturb", "--ensemble", str(ens), "--input", str(src), "--output",
-                 str(out)]) == 0
+                 str(out), "--aligned"]) == 0
     assert (out / MARKER).is_file()
     (out / "notes.txt").write_text("mine")
     (out / "a.png").write_bytes(b"stale")
     assert main(["perturb", "--ensemble", str(ens), "--input", str(src), "--output",
-                 str(out), "--overwrite"]) == 0
+                 str(out), "--overwrite", "--aligned"]) == 0
     got = _contents(out)
-    assert sorted(got) == [MARKER, "a.png", "notes.txt", "sub/b.png"]
+    assert sorted(got) == [MARKER, "a.png", "notes.txt", "report.csv", "sub/b.png"]
     assert got["notes.txt"] == b"mine" and got["a.png"].startswith(b"\x89PNG")
 
 
@@ -132,7 +132,7 @@ def test_perturb_writes_no_png_twice_and_never_through_a_symlink_out_of_output(
     _photos(src)
     Image.open(src / "a.png").convert("RGB").save(src / "a.jpg")  # a.jpg and a.png -> a.png
     out = tmp_path / "out"
-    first = perturb_files(ens, src, out, progress=lambda _: None)
+    first = perturb_files(ens, src, out, progress=lambda _: None, crops_only=True)
     assert sorted(p.relative_to(out).as_posix() for p in first.written) == ["a.png", "sub/b.png"]
     assert first.skipped == [(src / "a.png", f"same output {out / 'a.png'} as {src / 'a.jpg'}")]
     # a subfolder of the (marked) output replaced by a link to someone else's folder
@@ -143,7 +143,8 @@ def test_perturb_writes_no_png_twice_and_never_through_a_symlink_out_of_output(
         p.unlink()
     (out / "sub").rmdir()
     (out / "sub").symlink_to(elsewhere, target_is_directory=True)
-    again = perturb_files(ens, src, out, overwrite=True, progress=lambda _: None)
+    again = perturb_files(ens, src, out, overwrite=True, progress=lambda _: None,
+                          crops_only=True)
     assert (elsewhere / "b.png").read_bytes() == b"not perturb's"
     assert (src / "sub" / "b.png", f"its output {out / 'sub' / 'b.png'} would leave --output "
             f"{out} through a symbolic link") in again.skipped

@@ -24,7 +24,7 @@ def test_bomb_is_skipped_and_the_good_images_written(
     Image.fromarray(deep).save(src / "deep.png")
     Image.fromarray(np.full((40, 40), 128, np.uint8)).save(src / "flat.png")
     rc = main(["perturb", "--ensemble", str(exported[0]), "--input", str(src),
-               "--output", str(tmp_path / "out")])
+               "--output", str(tmp_path / "out"), "--crops-only"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "wrote 2 PNG(s)" in out and "skipped 1" in out
@@ -45,6 +45,6 @@ def test_nothing_written_exits_2_with_a_message(
                "--output", str(tmp_path / "out")])
     captured = capsys.readouterr()
     assert rc == 2
-    assert "wrote 0 PNG(s)" in captured.out and "skipped 2" in captured.out
+    assert "wrote 0 photo(s)" in captured.out and "skipped 2" in captured.out
     assert "error: nothing was written: all 2 input image(s) were skipped (reasons above)" \
         in captured.err

@@ -94,7 +94,7 @@ def test_cli_signs_the_export_and_perturb_verifies_it(
     assert (signed / MARKER).is_file()
 
     rc = main(["perturb", "--ensemble", str(signed), "--input", str(_faces(tmp_path / "in")),
-               "--output", str(tmp_path / "out"), "--trust", str(keys[1])])
+               "--output", str(tmp_path / "out"), "--trust", str(keys[1]), "--aligned"])
     err = capsys.readouterr().err
     assert rc == 0
     assert (f"signature verified: {signed} was signed by trusted key "
@@ -247,7 +247,7 @@ def test_cli_perturb_with_trust_on_an_unsigned_export_prints_the_notice(
 
     unsigned = _copy(exported[0], tmp_path / "unsigned")
     rc = main(["perturb", "--ensemble", str(unsigned), "--input", str(_faces(tmp_path / "in")),
-               "--output", str(tmp_path / "out"), "--trust", str(keys[1])])
+               "--output", str(tmp_path / "out"), "--trust", str(keys[1]), "--aligned"])
     assert rc == 0
     err = capsys.readouterr().err
     assert f"notice: {unsigned} is unsigned (no manifest.sig.json)" in err
