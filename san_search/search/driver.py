@@ -5,11 +5,12 @@ it as trials finish; `_run` ends it (FINISHED, FAILED, or KILLED with the resume
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,20 +171,21 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
             "data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.data_fingerprint,
             "data": str(data), "zoo": str(zoo), "search_space": str(space_path.absolute()),
             "mlflow.note.content": space.description}).info.run_id
-        tracking.log_params(client, parent, {
-            **space.describe(), "search_space": space_path.name,
-            "data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.data_fingerprint})
-        client.log_artifact(parent, str(space_path))
-        log(f"search {name}: {space.budget.trials} trials x up to {space.budget.epochs} epochs, "
-            f"{space.budget.concurrency} at a time, sampler {space.sampler.name} (seed "
-            f"{space.sampler.seed}), scheduler {space.scheduler.name}; folder {folder}")
-        log(f"MLflow: experiment {experiment!r} ({uri}), parent run {parent}; runs: "
-            f"{tracking.ui_url(uri, exp_id)}")
-        record = SearchRecord(name, str(folder), str(space_path.absolute()), str(data),
-                              str(zoo), ds.fingerprint, uri, experiment, exp_id, parent,
-                              overrides, time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              storage_for(storage, name))
-        _create_folder(record, space_path, client, log)
+        with _before_start(client, parent, name, log):
+            tracking.log_params(client, parent, {
+                **space.describe(), "search_space": space_path.name,
+                "data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.data_fingerprint})
+            client.log_artifact(parent, str(space_path))
+            log(f"search {name}: {space.budget.trials} trials x up to {space.budget.epochs} "
+                f"epochs, {space.budget.concurrency} at a time, sampler {space.sampler.name} (seed "
+                f"{space.sampler.seed}), scheduler {space.scheduler.name}; folder {folder}")
+            log(f"MLflow: experiment {experiment!r} ({uri}), parent run {parent}; runs: "
+                f"{tracking.ui_url(uri, exp_id)}")
+            record = SearchRecord(name, str(folder), str(space_path.absolute()), str(data),
+                                  str(zoo), ds.fingerprint, uri, experiment, exp_id, parent,
+                                  overrides, time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                  storage_for(storage, name))
+            _create_folder(record, space_path, client)
         return _run(record, space, resume=False, log=log)
     finally:
         if started:
@@ -192,8 +194,23 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
             ray.shutdown()
 
 
-def _create_folder(record: SearchRecord, space_path: Path, client: tracking.Client,
-                   log: Log = print) -> None:
+@contextlib.contextmanager
+def _before_start(client: tracking.Client, parent_run_id: str, name: str,
+                  log: Log = print) -> Iterator[None]:
+    """From the parent run's creation to the search folder's: an interrupt there leaves no
+    folder, so the parent is marked KILLED with a note saying to start the search again."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        note = (f"interrupted before the search started: nothing to resume; run the same "
+                f"`san-search search` command again (the name {name!r} is free)")
+        client.set_tag(parent_run_id, "resume", note)
+        client.set_terminated(parent_run_id, status="KILLED")
+        log(note)
+        raise
+
+
+def _create_folder(record: SearchRecord, space_path: Path, client: tracking.Client) -> None:
     """The search folder: the space's copy, the record, the baselines (also logged)."""
     from san_search.search.record import BASELINES_FILE
 
@@ -207,13 +224,7 @@ def _create_folder(record: SearchRecord, space_path: Path, client: tracking.Clie
     except BaseException as exc:
         # Nothing ran yet: leave no half-made search behind (the name stays free).
         shutil.rmtree(folder, ignore_errors=True)
-        if isinstance(exc, KeyboardInterrupt):
-            note = (f"interrupted before the search started: nothing to resume; run the same "
-                    f"`san-search search` command again (the name {record.name!r} is free)")
-            client.set_tag(record.parent_run_id, "resume", note)
-            client.set_terminated(record.parent_run_id, status="KILLED")
-            log(note)
-        else:
+        if not isinstance(exc, KeyboardInterrupt):  # (an interrupt: see _before_start)
             client.set_terminated(record.parent_run_id, status="FAILED")
         raise
     client.log_dict(record.parent_run_id, baselines, BASELINES_FILE)

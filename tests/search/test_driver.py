@@ -30,7 +30,8 @@ def _sqlite(tmp_path: Path) -> str:
 def test_an_interrupt_before_the_search_starts_leaves_nothing_and_says_start_again(
         problem: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found by bench/chaos.py: SIGTERM while the baselines were scored removed the folder,
-    marked the parent FAILED and left `--resume` answering 'no search to resume'."""
+    marked the parent FAILED and left `--resume` answering 'no search to resume'; a SIGTERM
+    just before (logging the parent's params) left the parent RUNNING for good."""
     from mlflow.tracking import MlflowClient
 
     from san_search.search import driver
@@ -49,8 +50,9 @@ def test_an_interrupt_before_the_search_starts_leaves_nothing_and_says_start_aga
     record = SearchRecord("s", str(folder), str(space), str(data), str(zoo), "fp",
                           _sqlite(tmp_path), "early", exp, parent, {}, "now", str(folder))
     said: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
-        driver._create_folder(record, space, client, said.append)
+    with pytest.raises(KeyboardInterrupt), driver._before_start(client, parent, "s",
+                                                                said.append):
+        driver._create_folder(record, space, client)
     assert not folder.exists()
     run = client.get_run(parent)
     assert run.info.status == "KILLED"
