@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from san_search.config import ConfigError, load_zoo_spec
+from san_search.config import ConfigError
 from san_search.search import load_search_space
-from san_search.zoo import open_zoo
+from san_search.zoo import load_spec, open_zoo
 from tests.search.spaces import SMOKE, write_space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ SHIPPED = sorted((REPO / "search_spaces").glob("*.yaml"))
 def test_every_shipped_space_loads_and_names_default_zoo_aux_models() -> None:
     names = {p.stem for p in SHIPPED}
     assert {"default", "paper", "smoke"} <= names
-    zoo = load_zoo_spec(REPO / "san_search" / "zoos" / "default.yaml")
+    zoo = load_spec(REPO / "san_search" / "zoos" / "default.yaml")
     aux = {m.name for m in zoo.models if m.role == "aux"}
     for path in SHIPPED:
         space = load_search_space(path)
