@@ -143,7 +143,7 @@ class DlibMatcher:
                "code_licence": "Boost Software License 1.0 (dlib)",
                "weights_licence": "CC0-1.0 (dlib-models)",
                "training_data": "about 3 million faces (FaceScrub, VGG-Face and web images)",
-               "commercial_use": "yes"}
+               "commercial_use": "yes as licensed (CC0); check the training sets' terms"}
 
     def __init__(self, name: str = "dlib_resnet", role: str = "test") -> None:
         import importlib.util
