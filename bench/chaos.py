@@ -80,6 +80,10 @@ def tiny_problem(root: Path) -> tuple[Path, Path]:
     return data, zoo
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     """Whatever the driver left of its process group (the local Ray it started)."""
     with contextlib.suppress(ProcessLookupError):
@@ -94,8 +98,10 @@ def _run(cmd: list[str], env: dict[str, str], log: Path, kill_at: float | None,
     with log.open("a") as out:
         out.write(f"\n$ {' '.join(cmd)}\n")
         out.flush()
+        # SIGINT back to its default: started from a background shell (nohup, `&`) the
+        # search would inherit it ignored, and a SIGINT case would test nothing
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_default_sigint)
         t0, sent = time.monotonic(), None
         try:
             if kill_at is not None and sig is not None:

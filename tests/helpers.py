@@ -36,3 +36,12 @@ def process_tree(tag: str) -> set[int]:
         found |= kids
         grew = bool(kids)
     return found
+
+
+def default_sigint() -> None:
+    """`preexec_fn` for a command a test will Ctrl-C: a shell's background job (nohup, `&`,
+    some CI runners) starts with SIGINT ignored, which Python then keeps, so SIGINT would do
+    nothing. Restores the default, as an interactive terminal has it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -208,7 +208,7 @@ def test_report_scores_baselines_and_logs_one_mlflow_run(ray_zoo: Path, tmp_path
     out = capsys.readouterr().out
     assert "gender_val_mnv3" in out and "matcher_aux_resnet" in out
     majority = next(line for line in out.splitlines() if line.startswith("gender   majority"))
-    assert majority.split()[-1] == "0.500"  # a constant score has AUC 0.5
+    assert majority.split()[-2:] == ["0.500", "-"]  # constant: AUC 0.5; a baseline, no weights
     assert "eigenfaces" in out
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["san-search-zoo"], output_format="list")

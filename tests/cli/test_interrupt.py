@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import default_sigint
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -36,7 +38,7 @@ def test_a_signal_ends_a_command_with_130_and_no_false_claim(tmp_path: Path, sig
     proc = subprocess.Popen(
         [sys.executable, "-m", "san_search.cli", "data", "synth", "--out", str(work / "data"),
          "--identities", "300", "--images-per-identity", "20", "--files"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
         env={**os.environ, "PYTHONPATH": str(REPO)})
     _wait_for_writing(work, proc)
     proc.send_signal(signum)

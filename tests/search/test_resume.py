@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from san_search.cli import main
+from tests.helpers import default_sigint
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +91,7 @@ def interrupt_at_worst_moment(space: Path, data: Path, zoo: Path, out: Path, uri
     caught = None
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=default_sigint)
         try:
             deadline = time.monotonic() + 600
             while caught is None and proc.poll() is None and time.monotonic() < deadline:
