@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -18,6 +19,9 @@ from san_search.config import ModelSpec, ZooSpec
 from san_search.console import Log
 from san_search.errors import ConfigError, ZooError
 from san_search.models import pretrained
+
+if TYPE_CHECKING:
+    from san_search.zoo import Zoo
 
 
 def _where(i: int, m: ModelSpec) -> str:
@@ -113,3 +117,13 @@ def convert_model(spec: ModelSpec, evaluate: Callable[[nn.Module], dict[str, flo
     log(f"[{spec.name}] converted from {src.key}: "
         + " ".join(f"{k} {v:.3f}" for k, v in row.items() if k.startswith("val_")))
     return model, [row]
+
+
+def licences(zoo: Zoo) -> dict[str, dict[str, str]]:
+    """The licence record of every pretrained model in the zoo (the aux models the members
+    trained against, and the val/test judges) and of the third-party test evaluators."""
+    from san_search.evaluators import THIRD_PARTY_LICENCES
+
+    found = {n: {"role": m["role"], **m["licence"]} for n, m in zoo.entries.items()
+             if m.get("licence")}
+    return found | {n: {"role": "test", **lic} for n, lic in THIRD_PARTY_LICENCES.items()}

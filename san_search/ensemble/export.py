@@ -37,16 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from san_search import __version__
-from san_search import metric_names as mn
+from san_search import __version__, zoo_pretrained
 from san_search.console import Log
+from san_search.ensemble.card import write_card
 from san_search.ensemble.orchestration import (
     Selection,
-    format_rows,
-    per_evaluator_columns,
-    trade_off_figure,
 )
-from san_search.ensemble.scoring import METHOD
 from san_search.ensemble.serving import (
     FORMAT,
     MANIFEST,
@@ -71,9 +67,6 @@ ONNX_OPSET = 17
 SAMPLE_IMAGES = 16  # val images every ONNX graph is traced and checked on
 VERIFY_IMAGES = 32  # val images the finished folder is verified on
 PREDICTOR_WEIGHTS, PREDICTOR_ONNX = "gender_predictor.safetensors", "gender_predictor.onnx"
-CARD, FIGURE = "README.md", "trade_off.png"
-# The val metrics of each member in the model card.
-CARD_VAL = (mn.PRIVACY_MEAN, mn.UTILITY_MEAN, mn.SSIM)
 PYFUNC_CODE = Path(__file__).resolve().parents[1] / "pyfunc_model.py"
 
 
@@ -205,126 +198,8 @@ def build_manifest(sel: Selection, policy: str, members: list[dict[str, Any]],
                    "parent_run_id": sel.parent_run_id},
         "onnx_check": {k: float(f"{v:.3g}") for k, v in check.items()},
         "versions": _versions(),
-        "licences": pretrained_licences(zoo),
+        "licences": zoo_pretrained.licences(zoo),
     }
-
-
-def pretrained_licences(zoo: Zoo) -> dict[str, dict[str, str]]:
-    """The licence record of every pretrained model in the zoo (the aux models the members
-    trained against, and the val/test judges) and of the third-party test evaluators."""
-    from san_search.evaluators import THIRD_PARTY_LICENCES
-
-    found = {n: {"role": m["role"], **m["licence"]} for n, m in zoo.entries.items()
-             if m.get("licence")}
-    return found | {n: {"role": "test", **lic} for n, lic in THIRD_PARTY_LICENCES.items()}
-
-
-def model_card(manifest: dict[str, Any]) -> str:
-    """README.md of an export folder, from its manifest."""
-    members = manifest["members"]
-    pre = manifest["preprocessing"]
-    val_heads = " | ".join(mn.label(mn.val(k)) for k in CARD_VAL)
-    lines = [
-        f"# SAN ensemble from search `{manifest['search']}`",
-        "",
-        f"{len(members)} semi-adversarial networks that rewrite {pre['size']}x{pre['size']} "
-        "grayscale faces so gender classifiers fail while face matchers still verify the "
-        f"person. Policy `{manifest['policy']}` (seed {manifest['seed']}): "
-        + ("each image goes through one member, chosen by a hash of its pixels."
-           if manifest["policy"] == "random" else "every member in turn."),
-        "",
-        f"![trade-off]({FIGURE})",
-        "",
-        "## Use",
-        "```",
-        "san-search perturb --ensemble <this folder> --input FACES --output OUT",
-        "```",
-        "or `mlflow.pyfunc.load_model(\"models:/<name>@champion\")` and `predict` on a uint8 "
-        f"array (N, S, S). Loading checks the SHA-256 of every file listed in `{MANIFEST}`.",
-        "",
-        "## Members",
-        "",
-        f"| member | MLflow run | {val_heads} | autoencoder | aux gender | aux matcher |",
-        "|---|---|" + "---|" * len(CARD_VAL) + "---|---|---|",
-    ]
-    for m in members:
-        c, v = m["config"], m["val"]
-        arch = (f"{c['autoencoder']} d{c['depth']} w{c['width']}" if c["autoencoder"] ==
-                "san_conv" else c["autoencoder"])
-        vals = " | ".join(f"{v[k]:.3f}" for k in CARD_VAL)
-        lines.append(f"| {m['name']} | `{m['run_id']}` | {vals} | {arch} | "
-                     f"{c['aux_gender']} | {c['aux_matcher']} |")
-    return "\n".join(lines + _card_test_pool(manifest) + _card_provenance(manifest))
-
-
-def _card_test_pool(manifest: dict[str, Any]) -> list[str]:
-    test = manifest["test"]
-    lines = ["", "## Test pool (never used during search or selection)", "",
-             "| method | " + " | ".join(mn.LABELS[k] for k in mn.TEST_COLUMNS) + " |",
-             "|---|" + "---|" * len(mn.TEST_COLUMNS)]
-    for r in test:
-        lines.append(f"| {r[METHOD]} | "
-                     + " | ".join(f"{r[k]:.3f}" for k in mn.TEST_COLUMNS) + " |")
-    return lines + ["", "Per evaluator (privacy = 1 - |2 AUC - 1| per gender classifier; "
-                    "utility = TAR@1%FAR retention per matcher):", "", "```",
-                    format_rows(test, per_evaluator_columns(test), METHOD), "```"
-                    ] + _card_identification(test)
-
-
-def _card_identification(test: list[dict[str, Any]]) -> list[str]:
-    """Rank-1 / rank-5 identification (pool means) of each method, when the table has them
-    (a selection made before identification was scored has not)."""
-    cols = [k for k in mn.CARD_IDENT_COLUMNS if test and k in test[0]]
-    if not cols:
-        return []
-    return ["", "### Identification", "",
-            "Closed set: the gallery holds one original image per test identity (its first), "
-            "and the identity's other images are probes. Rank-k is the share of probes whose "
-            "identity is among the k most similar gallery entries (cosine; ties count against "
-            "the probe), as a mean over the pool's matchers. Scenarios: *probe perturbed* "
-            "(perturbed probes, original gallery), *both perturbed* (a protected database "
-            "searched with protected probes), *originals* (the ceiling). Rank-1 retention is "
-            "perturbed / original rank-1, capped at 1; utility (both perturbed) is the "
-            "TAR@1%FAR retention with both images of every pair perturbed.", "",
-            "| method | " + " | ".join(mn.LABELS[k] for k in cols) + " |",
-            "|---|" + "---|" * len(cols)] + [
-        f"| {r[METHOD]} | " + " | ".join(f"{r[k]:.3f}" for k in cols) + " |" for r in test]
-
-
-def _card_provenance(manifest: dict[str, Any]) -> list[str]:
-    return ["", "## Provenance", "",
-            f"- data fingerprint `{manifest['data_fingerprint']}`, zoo fingerprint "
-            f"`{manifest['zoo_fingerprint']}`",
-            f"- preprocessing: {manifest['preprocessing']}",
-            f"- gender predictor: `{manifest['predictor']['name']}` "
-            f"({manifest['predictor']['arch']})",
-            f"- ONNX Runtime vs PyTorch, max abs difference: {manifest['onnx_check']}",
-            f"- versions: {manifest['versions']}",
-            f"- exported {manifest['created']}", ""] + _card_licences(manifest)
-
-
-def _card_licences(manifest: dict[str, Any]) -> list[str]:
-    found = manifest.get("licences") or {}
-    if not found:
-        return []
-    lines = ["## Pretrained models and their licences", "",
-             "| model | role | source | code | weights | training data | commercial use |",
-             "|---|---|---|---|---|---|---|"]
-    for name, lic in sorted(found.items()):
-        lines.append(f"| {name} | {lic['role']} | `{lic['source']}` | {lic['code_licence']} | "
-                     f"{lic['weights_licence']} | {lic['training_data']} | "
-                     f"{lic['commercial_use']} |")
-    return lines + [""]
-
-
-def write_card(folder: Path, sel: Selection, manifest: dict[str, Any]) -> None:
-    """The model card: the trade-off figure and README.md."""
-    import matplotlib.pyplot as plt
-
-    fig = trade_off_figure(sel)
-    fig.savefig(folder / FIGURE, dpi=120)
-    plt.close(fig)
-    (folder / CARD).write_text(model_card(manifest))
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

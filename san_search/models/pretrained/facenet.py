@@ -196,6 +196,25 @@ def _block_scales(core: nn.Module) -> dict[str, float]:
             if isinstance(m, (_Block35, _Block17, _Block8))}
 
 
+class _Graph:
+    """The parsed graph with the lookups `convert` needs; every miss is a ValueError that
+    names the file."""
+
+    def __init__(self, path: Path, nodes: list[Any]) -> None:
+        self.path, self.nodes = path, nodes
+        self.by_name = {n.name: n for n in nodes}
+
+    def fail(self, why: str) -> ValueError:
+        return ValueError(f"{self.path}: not the FaceNet Inception-ResNet-v1 graph ({why})")
+
+    def const(self, name: str) -> np.ndarray:
+        node = self.by_name.get(name.split(":")[0])
+        if node is None or node.op != "Const" or not isinstance(node.attrs.get("value"),
+                                                                np.ndarray):
+            raise self.fail(f"no constant {name!r}")
+        return np.asarray(node.attrs["value"], dtype=np.float32)
+
+
 def convert(path: Path) -> dict[str, torch.Tensor]:
     """The package's frozen graph -> a float32 state dict for `build_core()` (strict).
 
@@ -211,25 +230,24 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: cannot read the FaceNet graph ({e})") from e
     except GraphDefError as e:
         raise ValueError(f"{path}: not the FaceNet Inception-ResNet-v1 graph ({e})") from e
-    by_name = {n.name: n for n in nodes}
+    g = _Graph(path, nodes)
+    core = build_core()
+    sd = _conv_weights(g, core)
+    for scope, scale in _block_scales(core).items():
+        got = g.const(f"{scope}/mul/x")
+        if got.size != 1 or abs(float(got) - scale) > 1e-6:
+            raise g.fail(f"{scope} residual scale {got} is not {scale}")
+    sd.update(_bottleneck(g))
+    return {k_: v.float().contiguous() for k_, v in sd.items()}
 
-    def fail(why: str) -> ValueError:
-        return ValueError(f"{path}: not the FaceNet Inception-ResNet-v1 graph ({why})")
 
-    def const(name: str) -> np.ndarray:
-        node = by_name.get(name.split(":")[0])
-        if node is None or node.op != "Const" or not isinstance(node.attrs.get("value"),
-                                                                np.ndarray):
-            raise fail(f"no constant {name!r}")
-        return np.asarray(node.attrs["value"], dtype=np.float32)
-
-    convs = {n.name[: -len("/Conv2D")]: n for n in nodes if n.op == "Conv2D"}
+def _conv_weights(g: _Graph, core: nn.Module) -> dict[str, torch.Tensor]:
+    """Each of our convolutions from the graph's Conv2D + BiasAdd of the same scope."""
+    convs = {n.name[: -len("/Conv2D")]: n for n in g.nodes if n.op == "Conv2D"}
     bias_of: dict[str, str] = {}
-    for n in nodes:
+    for n in g.nodes:
         if n.op == "BiasAdd" and n.inputs and n.inputs[0].endswith("/Conv2D"):
             bias_of[n.inputs[0][: -len("/Conv2D")]] = n.inputs[1]
-
-    core = build_core()
     sd: dict[str, torch.Tensor] = {}
     used: set[str] = set()
     for mod_name, mod in core.named_modules():
@@ -237,50 +255,48 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
             continue
         node = convs.get(mod.scope)
         if node is None:
-            raise fail(f"no convolution {mod.scope!r}")
+            raise g.fail(f"no convolution {mod.scope!r}")
         used.add(mod.scope)
         stride = mod.conv.stride[0]
         if node.attrs.get("strides") != [1, stride, stride, 1] or \
                 node.attrs.get("padding") != mod.tf_padding:
-            raise fail(f"{mod.scope} has strides {node.attrs.get('strides')} and padding "
-                       f"{node.attrs.get('padding')}, expected stride {stride} "
-                       f"{mod.tf_padding}")
-        w = const(node.inputs[1])  # HWIO
+            raise g.fail(f"{mod.scope} has strides {node.attrs.get('strides')} and padding "
+                         f"{node.attrs.get('padding')}, expected stride {stride} "
+                         f"{mod.tf_padding}")
+        w = g.const(node.inputs[1])  # HWIO
         want = tuple(mod.conv.weight.shape)  # OIHW
         if w.ndim != 4 or (w.shape[3], w.shape[2], w.shape[0], w.shape[1]) != want:
-            raise fail(f"{mod.scope} weights have shape {w.shape}, expected OIHW {want}")
+            raise g.fail(f"{mod.scope} weights have shape {w.shape}, expected OIHW {want}")
         if mod.scope not in bias_of:
-            raise fail(f"{mod.scope} has no bias")
-        b = const(bias_of[mod.scope])
+            raise g.fail(f"{mod.scope} has no bias")
+        b = g.const(bias_of[mod.scope])
         if b.shape != (want[0],):
-            raise fail(f"{mod.scope} bias has shape {b.shape}")
+            raise g.fail(f"{mod.scope} bias has shape {b.shape}")
         sd[f"{mod_name}.conv.weight"] = torch.from_numpy(
             np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
         sd[f"{mod_name}.conv.bias"] = torch.from_numpy(b)
     extra = sorted(set(convs) - used)
     if extra:
-        raise fail(f"{len(extra)} convolutions we have no layer for, e.g. {extra[0]!r}")
+        raise g.fail(f"{len(extra)} convolutions we have no layer for, e.g. {extra[0]!r}")
+    return sd
 
-    for scope, scale in _block_scales(core).items():
-        got = const(f"{scope}/mul/x")
-        if got.size != 1 or abs(float(got) - scale) > 1e-6:
-            raise fail(f"{scope} residual scale {got} is not {scale}")
 
+def _bottleneck(g: _Graph) -> dict[str, torch.Tensor]:
+    """The bottleneck linear layer with its batch norm folded in."""
     bn = f"{_ROOT}/Bottleneck/BatchNorm"
-    fused: Any = next((n for n in nodes if n.op == "FusedBatchNorm"
+    fused: Any = next((n for n in g.nodes if n.op == "FusedBatchNorm"
                        and n.name.startswith(bn)), None)
     if fused is None or len(fused.inputs) != 5:
-        raise fail("no bottleneck batch norm")
+        raise g.fail("no bottleneck batch norm")
     eps = float(fused.attrs.get("epsilon", _BN_EPS))
-    gamma, beta, mean, var = (const(i) for i in fused.inputs[1:])
-    w = const(f"{_ROOT}/Bottleneck/weights")  # (1792, 512), x @ w
+    gamma, beta, mean, var = (g.const(i) for i in fused.inputs[1:])
+    w = g.const(f"{_ROOT}/Bottleneck/weights")  # (1792, 512), x @ w
     if w.shape != (1792, EMBEDDING) or any(a.shape != (EMBEDDING,)
                                           for a in (gamma, beta, mean, var)):
-        raise fail(f"bottleneck weights {w.shape}, batch norm {gamma.shape}")
+        raise g.fail(f"bottleneck weights {w.shape}, batch norm {gamma.shape}")
     k = gamma / np.sqrt(var.astype(np.float64) + eps)
-    sd["bottleneck.weight"] = torch.from_numpy((w.T * k[:, None]).astype(np.float32))
-    sd["bottleneck.bias"] = torch.from_numpy((beta - mean * k).astype(np.float32))
-    return {k_: v.float().contiguous() for k_, v in sd.items()}
+    return {"bottleneck.weight": torch.from_numpy((w.T * k[:, None]).astype(np.float32)),
+            "bottleneck.bias": torch.from_numpy((beta - mean * k).astype(np.float32))}
 
 
 def reference(path: Path, batch: np.ndarray) -> np.ndarray:

