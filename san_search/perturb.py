@@ -127,14 +127,17 @@ def check_paths(source: Path, output: Path) -> None:
                             f"and {src}); pick an output folder outside the input")
 
 
-def check_sheet(sheet: Path, source: Path, overwrite: bool) -> None:
-    """The contact sheet may not land inside --input, nor replace a file without
-    --overwrite."""
+def check_sheet(sheet: Path, source: Path, output: Path, overwrite: bool) -> None:
+    """The contact sheet may not land inside --input, nor replace a file this tool did not
+    write: an existing sheet is replaced only with --overwrite and inside --output (whose
+    marker says it is ours); anywhere else it could be anyone's file."""
     if sheet.resolve().is_relative_to(source.resolve()):
         raise EnsembleError(f"--sheet {sheet} lies inside --input {source}; pick a path "
                             "outside the input")
-    if sheet.exists() and not (overwrite and sheet.is_file()):
-        raise EnsembleError(f"--sheet {sheet} exists: pick a new path or pass --overwrite")
+    ours = sheet.resolve().is_relative_to(output.resolve())
+    if sheet.exists() and not (overwrite and ours and sheet.is_file()):
+        raise EnsembleError(f"--sheet {sheet} exists: pick a new path (--overwrite replaces "
+                            "a sheet only inside --output)")
 
 
 def check_output_folder(out: Path, overwrite: bool) -> None:
@@ -188,7 +191,7 @@ def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, 
         raise EnsembleError("--crops-only writes the crops as data prepare made them: "
                             "--aligned, --faces and --sheet do not apply to it")
     if sheet is not None:
-        check_sheet(Path(sheet), Path(source), overwrite)
+        check_sheet(Path(sheet), Path(source), Path(output), overwrite)
     # verifies the signature (with a trust key), then the hashes, before loading any member
     ens = load_ensemble(ensemble, backend, policy, trust=trust, notice=progress)
     if ens.signature.state == "verified":

@@ -125,7 +125,7 @@ def add_perturb(sub: Subparsers) -> None:
     pt.add_argument("--overwrite", action="store_true",
                     help="allow a non-empty --output that an earlier perturb wrote (its "
                     ".san-search-output marker); only the files this run writes are "
-                    "replaced (and an existing --sheet)")
+                    "replaced (and an existing --sheet inside --output)")
     pt.add_argument("--trust", default=None, metavar="PUBKEY",
                     help="Ed25519 public key: refuse the ensemble unless its manifest.sig.json "
                     "is a valid signature by this key (an unsigned ensemble runs with a "

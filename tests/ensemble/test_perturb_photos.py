@@ -214,6 +214,12 @@ def test_same_input_and_seed_give_the_same_bytes_and_a_sheet(
     assert run("--ensemble", lfw_framed, "--input", src, "--output", tmp_path / "o3",
                "--sheet", src / "sheet.png") == 2
     assert not (tmp_path / "o3").exists()
+    # --overwrite never replaces a file outside --output: it could be anyone's
+    mine = tmp_path / "holiday.png"
+    mine.write_bytes(b"a user's picture")
+    assert run("--ensemble", lfw_framed, "--input", src, "--output", tmp_path / "out0",
+               "--overwrite", "--sheet", mine) == 2
+    assert mine.read_bytes() == b"a user's picture"
 
 
 def test_crops_only_writes_todays_crops(exported: tuple[Path, Selection],

@@ -184,10 +184,3 @@ def convert(path: Path) -> dict[str, torch.Tensor]:
                 sd[key] = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     return sd
 
-
-def reference(path: Path, batch: np.ndarray) -> np.ndarray:
-    """The original runtime (Keras on TensorFlow) is not a dependency of this project; its
-    outputs on 16 LFW faces are stored in tests/data/agender_reference.json instead."""
-    raise NotImplementedError(
-        f"Keras/TensorFlow is not installed here; compare with the stored outputs in "
-        f"tests/data/agender_reference.json (weights {path}, batch {batch.shape})")
