@@ -104,9 +104,8 @@ def _load_local_weights(model: nn.Module, path: str, log: Log) -> None:
 
 def build(kind: str, arch: str, image_size: int, training: dict[str, Any]) -> nn.Module:
     """A zoo model's network with random weights, from its kind, architecture and settings."""
-    if training.get("source"):
-        return zoo_pretrained.build_model(ModelSpec(name="m", kind=kind, arch=arch, role="aux",
-                                                    **training), image_size)
+    if training.get("source"):  # a converted pretrained network, at its input size
+        return pretrained.build(pretrained.source(training["source"]), training["input_size"])
     return create(kind, arch, image_size=image_size,
                   **({"embed_dim": training["embed_dim"]} if kind == "matcher" else {}))
 

@@ -96,12 +96,6 @@ def usable(spec: ZooSpec, *, commercial: bool = False, log: Log = print) -> ZooS
     return dataclasses.replace(spec, models=tuple(keep))
 
 
-def build_model(spec: ModelSpec, image_size: int) -> nn.Module:
-    """The rebuilt network of a pretrained entry, random weights (Zoo.load fills them)."""
-    src = pretrained.source(str(spec.source))
-    return pretrained.build(src, spec.input_size)
-
-
 def convert_model(spec: ModelSpec, evaluate: Callable[[nn.Module], dict[str, float]],
                   log: Log = print) -> tuple[nn.Module, list[dict[str, float]]]:
     """Convert a pretrained entry from its package's file and score it on val with
