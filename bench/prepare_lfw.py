@@ -28,12 +28,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lfw", default=str(HERE.parents[1] / "shared" / "datasets" / "lfw"))
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--color", choices=["gray", "rgb"], default="gray",
+                    help="colour mode (gray: the README's figures)")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         def run(workers: int, out: str) -> None:
-            prepare("lfw", Path(args.lfw), Path(tmp) / out, size=args.size, max_per_identity=0,
-                    workers=workers, progress=lambda _: None)
+            prepare("lfw", Path(args.lfw), Path(tmp) / out, size=args.size, color=args.color,
+                    max_per_identity=0, workers=workers, progress=lambda _: None)
 
         run(cores, "warm")  # warm the page cache so both timed runs read from memory
         serial = _time(lambda: run(1, "serial"))

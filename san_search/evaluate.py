@@ -17,8 +17,9 @@ probe at rank 1 on originals uses the retention of its CMC's mean over ranks 1..
 (0 when that is 0 too). The perturbed embeddings are computed once per scoring call and serve
 every scenario. These metrics are reported beside the pool's, not optimised by the search.
 
-Transforms map float images (N, S, S) in [0, 1] to the same shape. A SAN's transform is its
-opposite-prototype output; the naive baselines are Gaussian noise and Gaussian blur.
+Transforms map float images in [0, 1], (N, S, S) gray or (N, S, S, 3) rgb, to the same
+shape. A SAN's transform is its opposite-prototype output; the naive baselines are Gaussian
+noise and Gaussian blur (each channel alone).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from torch import nn
 from san_search import metric_names as mn
 from san_search.data.splits import gallery_probe_split
 from san_search.data.store import SplitView
-from san_search.evaluators import GenderEvaluator, MatcherEvaluator, as_float
+from san_search.evaluators import GenderEvaluator, MatcherEvaluator
+from san_search.images import as_float, from_nchw, to_nchw
 from san_search.metric_names import (
     ALPHA,
     ERROR_MEAN,
@@ -205,16 +207,17 @@ def gaussian_noise(sigma: float, seed: int = 0) -> Transform:
 
 def gaussian_blur(sigma: float) -> Transform:
     def apply(x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(as_float(x)).unsqueeze(1)
+        t = to_nchw(x)
+        c = t.shape[1]
         radius = max(1, int(np.ceil(3 * sigma)))
         k = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2)
                       / (2 * sigma**2))
-        k = (k / k.sum()).view(1, 1, 1, -1)
+        k = (k / k.sum()).view(1, 1, 1, -1).repeat(c, 1, 1, 1)  # each channel alone
         t = F.pad(t, (radius, radius, 0, 0), mode="replicate")
-        t = F.conv2d(t, k)
+        t = F.conv2d(t, k, groups=c)
         t = F.pad(t, (0, 0, radius, radius), mode="replicate")
-        t = F.conv2d(t, k.transpose(-1, -2))
-        return t.squeeze(1).numpy()
+        t = F.conv2d(t, k.transpose(-1, -2), groups=c)
+        return from_nchw(t)
 
     return apply
 
@@ -224,8 +227,8 @@ def san_transform(model: nn.Module, prototypes: dict[str, np.ndarray], gender: n
     """The SAN's privacy output: each face decoded with its own gender's prototype into the
     encoder and the opposite gender's prototype into the combiner. Uses the true gender, as
     the SAN papers do when they evaluate."""
-    female = torch.from_numpy(prototypes["female"]).float()
-    male = torch.from_numpy(prototypes["male"]).float()
+    female = to_nchw(prototypes["female"][None])  # (1, C, S, S)
+    male = to_nchw(prototypes["male"][None])
 
     def apply(x: np.ndarray) -> np.ndarray:
         model.eval().to(device)
@@ -233,11 +236,11 @@ def san_transform(model: nn.Module, prototypes: dict[str, np.ndarray], gender: n
         out = np.empty_like(xs)
         with torch.no_grad():
             for i in range(0, len(xs), batch):
-                t = torch.from_numpy(xs[i : i + batch]).unsqueeze(1).to(device)
+                t = to_nchw(xs[i : i + batch]).to(device)
                 g = torch.from_numpy(gender[i : i + batch].astype(bool)).view(-1, 1, 1, 1)
                 same = torch.where(g, male, female).to(device)
                 opp = torch.where(g, female, male).to(device)
-                out[i : i + batch] = model(t, same, opp)[1].squeeze(1).float().cpu().numpy()
+                out[i : i + batch] = from_nchw(model(t, same, opp)[1])
         return out
 
     return apply

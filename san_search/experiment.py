@@ -39,7 +39,7 @@ from san_search.metric_names import (
     val,
 )
 from san_search.raylocal import start_ray
-from san_search.train import EpochHooks, check_candidate, fit, load_san
+from san_search.train import EpochHooks, check_candidate, check_san_color, fit, load_san
 from san_search.zoo import open_zoo
 
 
@@ -65,7 +65,8 @@ def final_evaluation(checkpoint: str | Path, data: str | Path, zoo: str | Path,
         raise ValueError(f"role {role!r}: candidates are scored by the aux or val pool; the "
                          "test pool is kept for the final report of an exported ensemble")
     ds = open_dataset(data)
-    z = open_zoo(zoo, expect_fingerprint=ds.fingerprint)
+    z = open_zoo(zoo, expect=ds)
+    check_san_color(checkpoint, ds)
     model, _ = load_san(checkpoint, device)
     val = ds.split("val")
     scorer = PoolScorer(load_pool(z, role, device), val)
@@ -156,8 +157,10 @@ def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
 
     resources = resources or TrainResources()
     ds = open_dataset(data)
-    z = open_zoo(zoo, expect_fingerprint=ds.fingerprint)
-    check_candidate(cfg, z, ds.size)
+    z = open_zoo(zoo, expect=ds)
+    check_candidate(cfg, z, ds.size, ds.channels)
+    if resume_from is not None:
+        check_san_color(resume_from, ds)
     exp_id = tracking.setup(tracking_uri, experiment)  # unreachable server: fails in seconds
     uri = tracking.resolve_tracking_uri(tracking_uri)
     name = name or time.strftime("san-%Y%m%d-%H%M%S")

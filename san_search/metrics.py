@@ -140,7 +140,13 @@ def gender_scores(male_score: np.ndarray, gender: np.ndarray) -> dict[str, float
 
 
 def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7, sigma: float = 1.5) -> np.ndarray:
-    """Per-image SSIM of two stacks (N, H, W) of images in [0, 1]. Returns (N,).
+    """Per-image SSIM of two stacks of images in [0, 1], (N, H, W) gray or (N, H, W, 3) rgb.
+    Returns (N,).
+
+    Colour images are compared on their luminance, Y = 0.299 R + 0.587 G + 0.114 B (ITU-R
+    BT.601, as `san_search.images.luminance`): one number per image on the channel that
+    carries the structure SSIM measures, the same scale as for gray images, rather than a mean
+    over R, G and B that would count the same edges three times.
 
     Wang et al. (2004) as scikit-image computes it (`structural_similarity` with
     `gaussian_weights=True, use_sample_covariance=False, data_range=1`): Gaussian-weighted
@@ -157,8 +163,10 @@ def ssim(a: np.ndarray, b: np.ndarray, *, window: int = 7, sigma: float = 1.5) -
     import torch
     import torch.nn.functional as F
 
-    x = torch.as_tensor(np.asarray(a, dtype=np.float32)).unsqueeze(1)
-    y = torch.as_tensor(np.asarray(b, dtype=np.float32)).unsqueeze(1)
+    from san_search.images import luminance
+
+    x = torch.as_tensor(luminance(np.asarray(a, dtype=np.float32))).unsqueeze(1)
+    y = torch.as_tensor(luminance(np.asarray(b, dtype=np.float32))).unsqueeze(1)
     if x.shape != y.shape:
         raise ValueError(f"ssim needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
     win = min(window, x.shape[-1], x.shape[-2])

@@ -4,7 +4,8 @@ Whole photos (the default): each photo's faces are found, cut as `data prepare` 
 ensemble's training faces, perturbed, and pasted back into the photo at its full size; the
 photo is written under the output folder with its relative path and name (`a/b.jpg` ->
 `a/b.jpg`), in its own format (JPEG at quality 95, PNG; other formats as PNG). How faces are
-found, framed and pasted back (luminance only for a gray ensemble) is `san_search.photos`.
+found, framed and pasted back (colour for a colour ensemble on a colour photo; luminance only
+for a gray ensemble, or for a gray photo) is `san_search.photos`.
 `report.csv` in the output folder has one row per input file: its path, status (`written`,
 `no face found`, `unreadable: why`, `skipped: why`), the number of faces, their boxes
 `x,y,w,h;...` (the only pixels that may change) and the member that perturbed each face
@@ -12,8 +13,8 @@ found, framed and pasted back (luminance only for a gray ensemble) is `san_searc
 `SHEET_PHOTOS` photos written. The same inputs and seed give the same bytes.
 
 `crops_only`: what perturb wrote before whole photos: each file gets the preprocessing the
-ensemble's dataset got in `data prepare` (grayscale, the same crop or face detection, the same
-size) and the perturbed crop is written as a PNG (`a/b.jpg` -> `a/b.png`); no report.csv.
+ensemble's dataset got in `data prepare` (its colour mode, the same crop or face detection, the
+same size) and the perturbed crop is written as a PNG (`a/b.jpg` -> `a/b.png`); no report.csv.
 
 Either way unreadable, corrupt or faceless files are reported and skipped; the rest go on.
 Each file is written to a temporary name and renamed, so an interrupted run leaves only whole
@@ -66,6 +67,8 @@ REPORT = "report.csv"
 NO_FACE = "no face found"
 GRAY_NOTE = ("note: this ensemble works on grayscale faces; in colour photos only the faces' "
              "luminance (Y of YCbCr) changes, their colour (Cb, Cr) is kept")
+RGB_ON_GRAY_NOTE = ("note: this ensemble works on colour faces; gray photos are perturbed as "
+                    "their gray repeated to RGB, and only the result's luminance is kept")
 
 
 def stderr(message: str) -> None:
@@ -226,9 +229,8 @@ def _run_crops(ens: LoadedEnsemble, root: Path, files: list[Path], out: Path,
 
     pre = ens.manifest["preprocessing"]
     settings = Settings(size=int(pre["size"]), crop=float(pre.get("crop") or 1.0),
-                        detect=bool(pre.get("detect")))
+                        detect=bool(pre.get("detect")), color=ens.color)
     t0 = time.perf_counter()
-    side = settings.size
     claimed: dict[Path, Path] = {}
     for start in range(0, len(files), CHUNK):
         batch, faces = [], []
@@ -244,7 +246,7 @@ def _run_crops(ens: LoadedEnsemble, root: Path, files: list[Path], out: Path,
                 progress(f"skipped {p}: {dec.error}")
                 continue
             batch.append(dst)
-            faces.append(np.frombuffer(dec.pixels, np.uint8).reshape(side, side))
+            faces.append(np.frombuffer(dec.pixels, np.uint8).reshape(ens.face_shape))
         if faces:
             y = ens.runtime.perturb(np.stack(faces))
             for dst, img in zip(batch, y, strict=True):
@@ -293,9 +295,10 @@ def _prepare(p: Path, root: Path, out: Path, claimed: dict[Path, Path], framing:
     photo = load_photo(p)
     try:
         gray = to_gray(photo.image) if photo.image is not None else None
+        source = framing.face_source(photo.image) if photo.image is not None else None
     except Exception as exc:  # noqa: BLE001 - an unconvertible mode is this file's problem
-        gray, photo.error = None, str(exc)
-    if gray is None:
+        gray, source, photo.error = None, None, str(exc)
+    if gray is None or source is None:
         _skip(report, p, root, f"unreadable: {photo.error}", progress)
         return None
     squares = find_squares(gray, framing)
@@ -303,7 +306,7 @@ def _prepare(p: Path, root: Path, out: Path, claimed: dict[Path, Path], framing:
         _skip(report, p, root, NO_FACE, progress)
         return None
     item = _Pending(p, dst, output_name(dst)[1], photo, squares)
-    return item, face_crops(gray, squares, framing.size)
+    return item, face_crops(source, squares, framing.size)
 
 
 def _run_photos(ens: LoadedEnsemble, root: Path, files: list[Path], out: Path,
@@ -318,15 +321,17 @@ def _run_photos(ens: LoadedEnsemble, root: Path, files: list[Path], out: Path,
     pairs: list[tuple[Image.Image, Image.Image]] = []
     pending: list[_Pending] = []
     crops: list[np.ndarray] = []
-    told, t0 = False, time.perf_counter()
+    told: set[str] = set()
+    t0 = time.perf_counter()
     for done, p in enumerate(files, 1):
         got = _prepare(p, root, out, claimed, framing, report, progress)
         if got is not None:
             item, faces = got
             assert item.photo.image is not None
-            if not told and is_colour(item.photo.image):
-                progress(GRAY_NOTE)
-                told = True
+            note = _note(framing.color, is_colour(item.photo.image))
+            if note and note not in told:
+                progress(note)
+                told.add(note)
             item.first = sum(len(c) for c in crops)
             pending.append(item)
             crops.append(faces)
@@ -343,6 +348,15 @@ def _run_photos(ens: LoadedEnsemble, root: Path, files: list[Path], out: Path,
             progress(f"perturbed {done}/{len(files)} photos ({report.summary()}; "
                      f"{rate:.1f} photos/s)")
     return pairs
+
+
+def _note(ensemble_color: str, colour_photo: bool) -> str:
+    """The one-time note for a photo whose colour the ensemble does not take ('' if none)."""
+    if ensemble_color == "gray" and colour_photo:
+        return GRAY_NOTE
+    if ensemble_color == "rgb" and not colour_photo:
+        return RGB_ON_GRAY_NOTE
+    return ""
 
 
 def _members(ens: LoadedEnsemble, faces: np.ndarray) -> list[str]:

@@ -15,11 +15,17 @@ crop fraction of the shorter side, centred; the whole shorter side for a detecti
 
 Paste-back. The ensemble's output (S x S) is resized (bicubic) to the square and blended
 into the photo with a raised-cosine mask: weight 1 in the middle, falling smoothly to 0 over
-the outer `FEATHER` of each side, so no seam shows. The ensemble is grayscale, so only the
-luminance changes: in RGB the same amount is added to R, G and B, which moves Y of YCbCr
-and leaves Cb and Cr as they were (up to rounding); the amount is limited per pixel so that
-no channel clips, which would shift the colour. Gray photos (L, 16-bit, float) get the blend
-directly; other modes (palette, CMYK, ...) go through RGB and back, inside the square only.
+the outer `FEATHER` of each side, so no seam shows.
+  - A colour (rgb) ensemble on a colour photo: the face's R, G and B are blended towards the
+    ensemble's output (`blend_colour`): colour changes too.
+  - A gray ensemble: only the luminance changes (`blend_luminance`): in RGB the same amount is
+    added to R, G and B, which moves Y of YCbCr and leaves Cb and Cr as they were (up to
+    rounding); the amount is limited per pixel so that no channel clips, which would shift
+    the colour.
+  - A colour ensemble on a gray photo: the gray face was repeated to RGB for the ensemble
+    (`face_source`), and the output's luminance (Y = 0.299 R + 0.587 G + 0.114 B) goes back.
+Gray photos (L, 16-bit, float) get the blend directly; other modes (palette, CMYK, ...) go
+through RGB and back, inside the square only.
 Pixels outside the squares are never touched (bit-exact in the decoded photo; a JPEG is
 re-encoded, so its file's pixels differ by the codec's loss everywhere).
 
@@ -48,6 +54,7 @@ from san_search.data.preprocess import (
     detect_faces,
     read_image,
     to_gray,
+    to_rgb,
 )
 
 JPEG_QUALITY = 95
@@ -91,6 +98,7 @@ class Framing:
     detect: bool = False  # the dataset was prepared with detection
     aligned: bool = False  # each photo is one aligned face: no detection
     faces: str = "all"
+    color: str = "gray"  # the ensemble's colour mode: the crops it takes
 
     @classmethod
     def of(cls, preprocessing: dict[str, Any], *, aligned: bool = False, faces: str = "all"
@@ -98,7 +106,13 @@ class Framing:
         if faces not in FACES:
             raise ValueError(f"faces must be one of {', '.join(FACES)}, got {faces!r}")
         return cls(int(preprocessing["size"]), float(preprocessing.get("crop") or 1.0),
-                   bool(preprocessing.get("detect")), aligned, faces)
+                   bool(preprocessing.get("detect")), aligned, faces,
+                   str(preprocessing.get("color") or "gray"))
+
+    def face_source(self, image: Image.Image) -> Image.Image:
+        """What the crops are cut from: the photo in RGB (a gray photo repeated to three
+        channels) for a colour ensemble, in gray for a gray one."""
+        return to_rgb(image) if self.color == "rgb" else to_gray(image)
 
     def square(self, x: int, y: int, w: int, h: int) -> Square:
         """The crop for a Haar box, framed like the training data (module docstring)."""
@@ -142,11 +156,13 @@ def find_squares(gray: Image.Image, framing: Framing) -> list[Square]:
     return [framing.square(*b) for b in boxes]
 
 
-def face_crops(gray: Image.Image, squares: list[Square], size: int) -> np.ndarray:
-    """(N, size, size) uint8: each square cut and resized as `data prepare` does."""
-    out = [np.asarray(crop_square(gray, s.cx, s.cy, s.side).resize(
+def face_crops(image: Image.Image, squares: list[Square], size: int) -> np.ndarray:
+    """(N, size, size) uint8 from a gray `image`, (N, size, size, 3) from an RGB one: each
+    square cut and resized as `data prepare` does."""
+    out = [np.asarray(crop_square(image, s.cx, s.cy, s.side).resize(
         (size, size), Image.Resampling.LANCZOS), dtype=np.uint8) for s in squares]
-    return np.stack(out) if out else np.zeros((0, size, size), np.uint8)
+    depth = (3,) if image.mode == "RGB" else ()
+    return np.stack(out) if out else np.zeros((0, size, size, *depth), np.uint8)
 
 
 def feather_mask(n: int, feather: float = FEATHER) -> np.ndarray:
@@ -202,24 +218,57 @@ def blend_luminance(region: Image.Image, target: np.ndarray, weight: np.ndarray
     return Image.composite(back, region, changed)
 
 
+def blend_colour(region: Image.Image, target: np.ndarray, weight: np.ndarray) -> Image.Image:
+    """`region` (a colour mode) with its R, G and B moved to `target` ((h, w, 3) in 0..255)
+    by `weight` (0..1); alpha kept. Where `weight` is 0 the pixels stay exactly as they were."""
+    mode = region.mode
+    alpha = "A" in mode or "transparency" in region.info
+    rgb = region if mode in ("RGB", "RGBA") else region.convert("RGBA" if alpha else "RGB")
+    a = np.asarray(rgb)
+    out = a.copy()
+    old = a[..., :3].astype(np.float64)
+    out[..., :3] = np.rint(old + weight[..., None] * (target - old)).astype(a.dtype)
+    new = Image.fromarray(out, rgb.mode)
+    if mode in ("RGB", "RGBA"):
+        return new
+    if mode == "P":
+        back = new.convert("RGB").quantize(palette=region, dither=Image.Dither.NONE)
+    else:
+        back = new.convert(mode)
+    changed = Image.fromarray(((weight > 0) * 255).astype(np.uint8), "L")
+    return Image.composite(back, region, changed)
+
+
+def _resized(face: np.ndarray, n: int) -> np.ndarray:
+    """A face (S, S) or (S, S, 3), floats in 0..1, resized (bicubic) to n x n, in 0..255."""
+    chans = [face] if face.ndim == 2 else [face[..., c] for c in range(face.shape[-1])]
+    big = [np.asarray(Image.fromarray(np.asarray(ch, np.float32) * 255.0, "F").resize(
+        (n, n), Image.Resampling.BICUBIC), np.float64) for ch in chans]
+    return np.clip(big[0] if face.ndim == 2 else np.stack(big, axis=-1), 0.0, 255.0)
+
+
 def paste_faces(photo: Image.Image, squares: list[Square], faces: np.ndarray) -> Image.Image:
-    """A copy of `photo` with each perturbed face (`faces`, (N, S, S) floats in 0..1) resized
-    to its square and blended into the luminance; nothing outside the squares changes."""
+    """A copy of `photo` with each perturbed face (`faces`: (N, S, S) gray or (N, S, S, 3)
+    rgb floats in 0..1) resized to its square and blended in: rgb faces into a colour photo's
+    R, G and B, otherwise into the luminance (module docstring); nothing outside the squares
+    changes."""
     out = photo.copy()
     width, height = out.size
+    colour = np.asarray(faces).ndim == 4 and is_colour(photo)
     for sq, face in zip(squares, faces, strict=True):
         x0, y0, x1, y1 = sq.bounds()
         n = x1 - x0
-        big = Image.fromarray(np.asarray(face, np.float32) * 255.0, "F").resize(
-            (n, n), Image.Resampling.BICUBIC)
-        target = np.clip(np.asarray(big, np.float64), 0.0, 255.0)
+        target = _resized(np.asarray(face), n)
+        if target.ndim == 3 and not colour:
+            target = target @ LUMA
         weight = feather_mask(n)
         x, y, w, h = sq.box(width, height)
         if w <= 0 or h <= 0:
             continue
         inner = (slice(y - y0, y - y0 + h), slice(x - x0, x - x0 + w))
         region = out.crop((x, y, x + w, y + h))
-        out.paste(blend_luminance(region, target[inner], weight[inner]), (x, y))
+        blend = blend_colour if colour else blend_luminance
+        out.paste(blend(region, target[inner], weight[inner]), (x, y))
     return out
 
 

@@ -1,7 +1,9 @@
 """The MLflow pyfunc face of an exported ensemble, logged as "models from code": MLflow
-stores this file, not a pickled object. `predict` takes uint8 or float faces (N, S, S), or a
-DataFrame of N rows of S*S pixels, and returns the perturbed faces, float32 (N, S, S) in
-[0, 1]. Params: `policy` (random | chain) and `backend` (torch | onnx), both optional.
+stores this file, not a pickled object. `predict` takes uint8 or float faces of the
+ensemble's colour mode, (N, S, S) gray or (N, S, S, 3) rgb (manifest `preprocessing.color`),
+or a DataFrame of N rows of S*S (rgb: S*S*3, R, G, B interleaved) pixels, and returns the
+perturbed faces in the same shape, float32 in [0, 1]. Params: `policy` (random | chain) and
+`backend` (torch | onnx), both optional.
 """
 
 from __future__ import annotations
@@ -30,9 +32,8 @@ class SanEnsembleModel(PythonModel):
         if backend not in self.loaded:
             self.loaded[backend] = load_ensemble(self.folder, backend)
         ens = self.loaded[backend]
-        s = ens.image_size
         x = model_input.to_numpy() if hasattr(model_input, "to_numpy") else np.asarray(model_input)
-        x = x.reshape(-1, s, s)
+        x = x.reshape(-1, *ens.face_shape)
         return ens.runtime.perturb(x, params.get("policy") or None)
 
 

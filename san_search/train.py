@@ -26,9 +26,10 @@ from torch import nn
 
 from san_search.config import CandidateConfig, TrainResources
 from san_search.data import open_dataset
+from san_search.data.store import PreparedDataset
 from san_search.errors import CandidateError, NonFiniteLoss
 from san_search.evaluate import PoolScorer, load_pool, san_transform
-from san_search.evaluators import as_float
+from san_search.images import channels, color_of, mismatch, to_nchw
 from san_search.losses import san_loss
 from san_search.metric_names import val
 from san_search.models import create
@@ -52,7 +53,8 @@ class EpochHooks:
     early_stop: Callable[[int, Mapping[str, Any] | None], bool | None] | None = None
 
 
-def check_candidate(cfg: CandidateConfig, zoo: Zoo, image_size: int) -> None:
+def check_candidate(cfg: CandidateConfig, zoo: Zoo, image_size: int, channels: int = 1
+                    ) -> None:
     """Fail before training: auxiliaries must exist and have role `aux`; the autoencoder must
     accept the image size."""
     for name, kind in [*((g, "gender") for g in cfg.aux_gender), (cfg.aux_matcher, "matcher")]:
@@ -66,7 +68,8 @@ def check_candidate(cfg: CandidateConfig, zoo: Zoo, image_size: int) -> None:
                 f"{name!r} has role {meta['role']!r}: SANs may only train against 'aux' models "
                 f"(aux {kind} models: {', '.join(zoo.names(kind, 'aux'))})")
     try:
-        create("autoencoder", cfg.autoencoder, image_size=image_size, **cfg.autoencoder_kwargs())
+        create("autoencoder", cfg.autoencoder, image_size=image_size, channels=channels,
+               **cfg.autoencoder_kwargs())
     except ValueError as exc:
         raise CandidateError(str(exc)) from None
 
@@ -106,26 +109,27 @@ class SanTrainer:
                  wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> None:
         self.cfg, self.device = cfg, torch.device(device)
         self.ds = open_dataset(data)
-        self.zoo = open_zoo(zoo, expect_fingerprint=self.ds.fingerprint)
-        check_candidate(cfg, self.zoo, self.ds.size)
+        self.zoo = open_zoo(zoo, expect=self.ds)
+        check_candidate(cfg, self.zoo, self.ds.size, self.ds.channels)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed + 7919 * rank)
         self.shard = self.ds.split("train").shard(rank, world_size)
         self.model = create("autoencoder", cfg.autoencoder, image_size=self.ds.size,
-                            **cfg.autoencoder_kwargs()).to(self.device)
+                            channels=self.ds.channels, **cfg.autoencoder_kwargs()
+                            ).to(self.device)
         self.net = wrap(self.model)  # DDP under Ray Train with several workers
         self.genders = [_frozen(self.zoo.load(n), self.device) for n in cfg.aux_gender]
         self.matcher = _frozen(self.zoo.load(cfg.aux_matcher), self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         p = self.ds.prototypes
-        self.proto = {g: torch.from_numpy(p[n]).float().to(self.device).view(1, 1, *p[n].shape)
+        self.proto = {g: to_nchw(p[n][None]).to(self.device)  # (1, C, S, S)
                       for g, n in ((0, "female"), (1, "male"))}
         self.epoch = 0
         self._scorer: PoolScorer | None = None
 
     # -------------------------------------------------------------- training
     def step(self, idx: np.ndarray, use_matcher: bool) -> dict[str, float]:
-        x = torch.from_numpy(as_float(self.shard.images[idx])).unsqueeze(1).to(self.device)
+        x = to_nchw(self.shard.images[idx]).to(self.device)
         y = torch.from_numpy(self.shard.gender[idx].astype(np.int64)).to(self.device)
         male = (y == 1).view(-1, 1, 1, 1)
         same = torch.where(male, self.proto[1], self.proto[0])
@@ -196,13 +200,15 @@ class SanTrainer:
         save_file(tensors, str(folder / OPTIMIZER))
         (folder / STATE).write_text(json.dumps({
             "epoch": self.epoch, "optimizer": rest, "config": self.cfg.to_dict(),
-            "data_fingerprint": self.ds.fingerprint, "rng": self.rng.bit_generator.state,
+            "data_fingerprint": self.ds.fingerprint, "color": self.ds.color,
+            "rng": self.rng.bit_generator.state,
         }))
 
     def load(self, folder: str | Path) -> None:
         folder = Path(folder)
-        self.model.load_state_dict(load_file(str(folder / WEIGHTS), device=str(self.device)))
+        check_san_color(folder, self.ds)
         state = json.loads((folder / STATE).read_text())
+        self.model.load_state_dict(load_file(str(folder / WEIGHTS), device=str(self.device)))
         opt = _unflatten_optimizer(load_file(str(folder / OPTIMIZER), device=str(self.device)),
                                    state["optimizer"])
         self.opt.load_state_dict(opt)
@@ -210,12 +216,28 @@ class SanTrainer:
         self.rng.bit_generator.state = state["rng"]
 
 
+def san_color(folder: str | Path) -> str:
+    """The colour mode a SAN checkpoint was trained for (none recorded: gray)."""
+    return color_of(json.loads((Path(folder) / STATE).read_text()))
+
+
+def check_san_color(folder: str | Path, ds: PreparedDataset) -> None:
+    """Refuse a SAN checkpoint trained for the other colour mode than the dataset `ds`
+    (CandidateError naming both modes and both paths)."""
+    color = san_color(folder)
+    if color != ds.color:
+        raise CandidateError(mismatch("candidate", Path(folder).absolute(), color, ds.path,
+                                      ds.color))
+
+
 def load_san(folder: str | Path, device: str = "cpu") -> tuple[nn.Module, CandidateConfig]:
-    """Rebuild a trained SAN from a checkpoint folder (no optimizer)."""
+    """Rebuild a trained SAN from a checkpoint folder (no optimizer), with the channels of
+    the colour mode it was trained for (`san_color`)."""
     folder = Path(folder)
     state = json.loads((folder / STATE).read_text())
     cfg = CandidateConfig.from_dict(state["config"], str(folder / STATE))
-    model = create("autoencoder", cfg.autoencoder, **cfg.autoencoder_kwargs())
+    model = create("autoencoder", cfg.autoencoder, channels=channels(color_of(state)),
+                   **cfg.autoencoder_kwargs())
     model.load_state_dict(load_file(str(folder / WEIGHTS), device=device))
     return model.eval(), cfg
 

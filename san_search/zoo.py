@@ -2,10 +2,13 @@
 (role `aux`) and that judge them (`val`, `test`), storing them with their roles, and loading
 them back with the checks that keep roles and data honest.
 
-A zoo folder holds `zoo.json` (data fingerprint, model index) and, per model,
+A zoo folder holds `zoo.json` (data fingerprint, colour mode, model index) and, per model,
 `models/<name>.safetensors` + `models/<name>.json` (kind, architecture, role, data fingerprint,
-training settings, metrics, SHA-256 of the weights). Models are trained as parallel Ray tasks;
-the training loop itself is plain PyTorch (`train_model`) so it also runs without Ray.
+colour mode, training settings, metrics, SHA-256 of the weights). The colour mode (`color`:
+gray or rgb, the dataset's; none recorded: gray) sets the models' input channels, and a zoo
+refuses a dataset of the other mode (`open_zoo(expect=dataset)`). Models are trained as
+parallel Ray tasks; the training loop itself is plain PyTorch (`train_model`) so it also
+runs without Ray.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from san_search.atomic import write_atomic
 from san_search.config import ROLES, ModelSpec, ZooSpec, load_zoo_spec
 from san_search.console import Log
 from san_search.data import open_dataset
-from san_search.data.store import SplitView
+from san_search.data.store import PreparedDataset, SplitView
 from san_search.errors import ConfigError, UnknownModelError, ZooError
-from san_search.evaluators import TorchGender, TorchMatcher, as_float
+from san_search.evaluators import TorchGender, TorchMatcher
+from san_search.images import channels, color_of, mismatch, to_nchw
 from san_search.metrics import gender_scores, pair_verification
 from san_search.models import builder, create, pretrained
 from san_search.models.matchers import CosFace
@@ -102,11 +106,13 @@ def _load_local_weights(model: nn.Module, path: str, log: Log) -> None:
     log(f"loaded {len(usable)}/{len(own)} tensors from {p}")
 
 
-def build(kind: str, arch: str, image_size: int, training: dict[str, Any]) -> nn.Module:
-    """A zoo model's network with random weights, from its kind, architecture and settings."""
+def build(kind: str, arch: str, image_size: int, training: dict[str, Any],
+          color: str = "gray") -> nn.Module:
+    """A zoo model's network with random weights, from its kind, architecture, settings and
+    colour mode (its input channels; a pretrained network takes either)."""
     if training.get("source"):  # a converted pretrained network, at its input size
         return pretrained.build(pretrained.source(training["source"]), training["input_size"])
-    return create(kind, arch, image_size=image_size,
+    return create(kind, arch, image_size=image_size, channels=channels(color),
                   **({"embed_dim": training["embed_dim"]} if kind == "matcher" else {}))
 
 
@@ -138,9 +144,8 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn
         model, rows = zoo_pretrained.convert_model(
             spec, lambda m: (evaluate_gender if spec.kind == "gender"
                              else evaluate_matcher)(m, val_view, str(device)), log)
-        return model, _metadata(spec, ds.fingerprint, size, rows, device, t0)
-    model = create(spec.kind, spec.arch, image_size=size,
-                   **({"embed_dim": spec.embed_dim} if spec.kind == "matcher" else {}))
+        return model, _metadata(spec, ds, rows, device, t0)
+    model = build(spec.kind, spec.arch, size, spec.training_settings(), ds.color)
     if spec.weights:
         _load_local_weights(model, spec.weights, log)
     model.to(device)
@@ -169,7 +174,7 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn
             idx = np.sort(order[step * spec.batch_size : (step + 1) * spec.batch_size])
             if len(idx) < 2:
                 continue
-            x = torch.from_numpy(as_float(train.images[idx])).unsqueeze(1).to(device)
+            x = to_nchw(train.images[idx]).to(device)
             y = torch.from_numpy(labels[idx]).to(device)
             x = _augment(x, gen)
             out = model(x)
@@ -190,7 +195,7 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn
             + " ".join(f"{k} {row[k]:.3f}" for k in shown)
             + f" ({time.perf_counter() - t0:.0f} s)")
     model.eval().cpu()
-    return model, _metadata(spec, ds.fingerprint, size, history, device, t0)
+    return model, _metadata(spec, ds, history, device, t0)
 
 
 def _optimiser(params: list[nn.Parameter], spec: ModelSpec, total: int
@@ -204,7 +209,7 @@ def _optimiser(params: list[nn.Parameter], spec: ModelSpec, total: int
     return opt, sched
 
 
-def _metadata(spec: ModelSpec, fingerprint: str, size: int, history: list[dict[str, float]],
+def _metadata(spec: ModelSpec, ds: PreparedDataset, history: list[dict[str, float]],
               device: torch.device, t0: float) -> dict[str, Any]:
     """A trained model's metadata (stored as `models/<name>.json`)."""
     return {
@@ -212,8 +217,9 @@ def _metadata(spec: ModelSpec, fingerprint: str, size: int, history: list[dict[s
         "kind": spec.kind,
         "arch": spec.arch,
         "role": spec.role,
-        "data_fingerprint": fingerprint,
-        "image_size": size,
+        "data_fingerprint": ds.fingerprint,
+        "image_size": ds.size,
+        "color": ds.color,
         "training": spec.training_settings(),
         "metrics": {k: v for k, v in history[-1].items() if k.startswith("val_")},
         "history": history,
@@ -245,6 +251,7 @@ class Zoo:
     data_fingerprint: str
     data_path: str
     entries: dict[str, dict[str, Any]]
+    color: str = "gray"  # the colour mode its models take (zoo.json's `color`)
 
     def names(self, kind: str | None = None, role: str | None = None) -> list[str]:
         return sorted(
@@ -266,7 +273,8 @@ class Zoo:
         raw = wpath.read_bytes()
         if hashlib.sha256(raw).hexdigest() != meta["weights_sha256"]:
             raise ZooError(f"{wpath}: weights changed since training (SHA-256 mismatch)")
-        model = build(meta["kind"], meta["arch"], meta["image_size"], meta["training"])
+        model = build(meta["kind"], meta["arch"], meta["image_size"], meta["training"],
+                      color_of(meta))
         model.load_state_dict(st_load(raw))
         return model.eval()
 
@@ -277,13 +285,20 @@ class Zoo:
         return TorchMatcher(name, self.entries[name]["role"], self.load(name), device)
 
 
-def open_zoo(path: str | Path, expect_fingerprint: str | None = None) -> Zoo:
-    """Open a zoo; with `expect_fingerprint`, refuse a zoo trained on other data."""
+def open_zoo(path: str | Path, expect_fingerprint: str | None = None,
+             expect: PreparedDataset | None = None) -> Zoo:
+    """Open a zoo; with `expect_fingerprint`, refuse a zoo trained on other data; with
+    `expect` (a dataset), refuse one made for its other colour mode (naming both modes and
+    paths), then one trained on other data."""
     path = Path(path).absolute()
     index = path / "zoo.json"
     if not index.is_file():
         raise ZooError(f"not a zoo: {index} is missing (create one with `san-search zoo train`)")
     info = json.loads(index.read_text())
+    if expect is not None:
+        if color_of(info) != expect.color:
+            raise ZooError(mismatch("zoo", path, color_of(info), expect.path, expect.color))
+        expect_fingerprint = expect.fingerprint
     fp = info["data_fingerprint"]
     if expect_fingerprint is not None and fp != expect_fingerprint:
         raise ZooError(
@@ -298,10 +313,10 @@ def open_zoo(path: str | Path, expect_fingerprint: str | None = None) -> Zoo:
         entries[name] = json.loads(meta_path.read_text())
         if entries[name]["role"] != info["models"][name]["role"]:
             raise ZooError(f"{meta_path}: role differs from zoo.json; a model never changes role")
-    return Zoo(path, fp, info.get("data_path", ""), entries)
+    return Zoo(path, fp, info.get("data_path", ""), entries, color_of(info))
 
 
-def _plan(spec: ZooSpec, out: Path, fingerprint: str) -> tuple[list[ModelSpec], list[str]]:
+def _plan(spec: ZooSpec, out: Path, ds: PreparedDataset) -> tuple[list[ModelSpec], list[str]]:
     """Which models to train, and which are already in the zoo (same name, settings, data)."""
     index = out / "zoo.json"
     if not index.is_file():
@@ -310,10 +325,12 @@ def _plan(spec: ZooSpec, out: Path, fingerprint: str) -> tuple[list[ModelSpec], 
                            "new or empty folder, or an existing zoo")
         return list(spec.models), []
     zoo = open_zoo(out)
-    if zoo.data_fingerprint != fingerprint:
+    if zoo.color != ds.color:
+        raise ZooError(mismatch("zoo", out, zoo.color, ds.path, ds.color))
+    if zoo.data_fingerprint != ds.fingerprint:
         raise ZooError(
             f"{out}: this zoo holds models trained on data {zoo.data_fingerprint[:12]}; "
-            f"the given dataset is {fingerprint[:12]}. Use a new --out for new data"
+            f"the given dataset is {ds.fingerprint[:12]}. Use a new --out for new data"
         )
     todo, done = [], []
     for m in spec.models:
@@ -347,7 +364,7 @@ def add_model(out: Path, weights: bytes, meta: dict[str, Any], data_path: str) -
     index = out / "zoo.json"
     info = (json.loads(index.read_text()) if index.is_file()
             else {"data_fingerprint": meta["data_fingerprint"], "data_path": data_path,
-                  "models": {}})
+                  "color": color_of(meta), "models": {}})
     info["models"][name] = {"kind": meta["kind"], "arch": meta["arch"], "role": meta["role"]}
     write_atomic(index, json.dumps(info, indent=2, sort_keys=True).encode())
 
@@ -370,11 +387,11 @@ def train_zoo(spec: ZooSpec, data: str | Path, out: str | Path, *,
     data = Path(data).absolute()
     out = Path(out).absolute()
     ds = open_dataset(data)
-    todo, done = _plan(spec, out, ds.fingerprint)
+    todo, done = _plan(spec, out, ds)
     for name in done:
         log(f"[{name}] already trained, kept")
     if not todo:
-        return open_zoo(out, ds.fingerprint)
+        return open_zoo(out, expect=ds)
     started = start_ray(ray_address)
     failures: list[str] = []
     try:
@@ -405,7 +422,7 @@ def train_zoo(spec: ZooSpec, data: str | Path, out: str | Path, *,
             ray.shutdown()
     if failures:
         raise ZooError(f"{len(failures)} model(s) failed: " + "; ".join(failures))
-    return open_zoo(out, ds.fingerprint)
+    return open_zoo(out, expect=ds)
 
 
 def roles_summary(zoo: Zoo) -> dict[str, dict[str, list[str]]]:

@@ -50,7 +50,7 @@ def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
               third_party: bool = True) -> tuple[list[Row], ReportContext]:
     """Score every model of the zoo and the baselines on the test split."""
     ds = open_dataset(data or open_zoo(zoo_path).data_path)
-    zoo = open_zoo(zoo_path, expect_fingerprint=ds.fingerprint)  # other data: refused
+    zoo = open_zoo(zoo_path, expect=ds)  # other data: refused
     test, train = ds.split("test"), ds.split("train")
     pairs = test.pairs
     assert pairs is not None

@@ -67,7 +67,7 @@ def test_an_unknown_name_is_refused_naming_the_shipped_ones(kind: str) -> None:
 
 def test_an_unknown_space_keeps_the_message_the_cli_shows() -> None:
     with pytest.raises(ConfigError, match=r"search space 'nosuch': no such file, and not a "
-                                          r"shipped space \(cpu32, default, demo, "):
+                                          r"shipped space \(cpu32, cpu64, default, demo, "):
         shipped.space("nosuch")
 
 
@@ -117,3 +117,22 @@ def test_no_spaces_at_all_says_where_it_looked(tmp_path: Path) -> None:
     copy = _load_copy(tmp_path / "empty" / "san_search")
     with pytest.raises(ConfigError, match=r"none found in .*search_spaces"):
         copy.space("demo")
+
+
+# the words a space's header uses for the machine it was sized for
+COMPUTE = re.compile(r"sized for (one GPU|a 2-core CPU machine|any CPU machine)", re.I)
+
+
+@pytest.mark.parametrize("path", sorted(FOLDERS["space"].glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_space_states_the_compute_it_was_sized_for(path: Path) -> None:
+    header = " ".join(line.lstrip("# ") for line in path.read_text().splitlines()
+                      if line.startswith("#"))
+    assert COMPUTE.search(header), f"{path.name}: its header names no machine it is sized for"
+
+
+def test_the_colour_presets_are_shipped_and_default_is_the_gpu_default() -> None:
+    assert {"cpu32", "cpu64", "gpu112", "default"} <= {p.stem for p in shipped.spaces()}
+    head = shipped.space("default").read_text().splitlines()[0]
+    assert "GPU default at 112 px colour" in head
+    assert "64 px colour" in shipped.space("cpu64").read_text().splitlines()[0]
+    assert "112 px colour" in shipped.space("gpu112").read_text().splitlines()[0]

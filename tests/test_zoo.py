@@ -240,7 +240,8 @@ def lfw_faces(lfw_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = make_lfw_subset(lfw_root, tmp_path_factory.mktemp("lfw") / "lfw", women=20, men=20)
     out = root.parent / "ds"
-    prepare("lfw", root, out, size=64, options=BuildOptions(pairs=200, fractions=(0.4, 0.3, 0.3)),
+    prepare("lfw", root, out, size=64, color="gray",
+            options=BuildOptions(pairs=200, fractions=(0.4, 0.3, 0.3)),
             workers=2, progress=lambda _: None)
     return out
 

@@ -12,8 +12,9 @@ from san_search.cli.options import Subparsers, add_build_options
 def add_data_prepare(sub: Subparsers) -> None:
     p = sub.add_parser(
         "prepare", help="raw face images -> prepared dataset (Parquet, splits, pairs)",
-        description="Read LFW, CelebA or a CSV manifest; write grayscale square faces split by "
-        "identity, verification pairs, gender prototypes and dataset.json, atomically.",
+        description="Read LFW, CelebA or a CSV manifest; write colour (or grayscale) square "
+        "faces split by identity, verification pairs, gender prototypes and dataset.json, "
+        "atomically.",
     )
     p.add_argument("--format", required=True, choices=["lfw", "celeba", "manifest"])
     p.add_argument("--root", required=True,
@@ -21,6 +22,8 @@ def add_data_prepare(sub: Subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (must not exist, or --overwrite of "
                    "one san-search wrote)")
     p.add_argument("--size", type=int, default=64, help="image side in pixels, even (64)")
+    p.add_argument("--color", choices=["rgb", "gray"], default="rgb",
+                   help="rgb: (size, size, 3) faces; gray: (size, size) (rgb)")
     p.add_argument("--crop", type=float, default=None,
                    help="centred crop side as a fraction of the shorter side "
                    "(lfw 0.5, celeba 0.75, manifest 1.0)")
@@ -38,7 +41,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     info = prepare(
-        args.format, Path(args.root), Path(args.out), size=args.size, crop=args.crop,
+        args.format, Path(args.root), Path(args.out), size=args.size, color=args.color,
+        crop=args.crop,
         detect=args.detect, max_per_identity=args.max_per_identity,
         options=BuildOptions(args.seed, args.splits, args.pairs), workers=args.workers,
         overwrite=args.overwrite,
@@ -51,8 +55,8 @@ def cmd_data_prepare(args: argparse.Namespace) -> int:
 def add_data_synth(sub: Subparsers) -> None:
     s = sub.add_parser(
         "synth", help="generate procedural synthetic faces (a stand-in for real faces)",
-        description="Generate a seeded synthetic face set: as a prepared dataset, or with "
-        "--files as PNGs + manifest.csv for `data prepare --format manifest`.",
+        description="Generate a seeded synthetic face set (grayscale): as a prepared dataset, "
+        "or with --files as PNGs + manifest.csv for `data prepare --format manifest`.",
     )
     s.add_argument("--out", required=True,
                    help="output folder (must not exist, or --overwrite of one san-search wrote)")

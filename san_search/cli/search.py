@@ -74,7 +74,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
             space, ds, have = check(space_path, overrides, Path(args.data), Path(args.zoo),
                                     args.ray_address)
-            print(f"{space_path}: OK against {Path(args.zoo).absolute()} ({ds.size} px)")
+            print(f"{space_path}: OK against {Path(args.zoo).absolute()} "
+                  f"({ds.size} px {ds.color})")
             where = f"the Ray cluster at {args.ray_address}" if args.ray_address else \
                 "a local Ray"
             print(f"  a trial fits {where}: " + ", ".join(

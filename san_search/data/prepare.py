@@ -29,6 +29,7 @@ from san_search.data.store import (
     write_dataset,
 )
 from san_search.errors import DataError
+from san_search.images import COLORS, color_of_images
 
 Progress = Callable[[str], None]
 
@@ -65,8 +66,11 @@ def build_dataset(
     overwrite: bool = False,
     extra_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Split, pair, compute prototypes and write the dataset atomically. Returns dataset.json."""
+    """Split, pair, compute prototypes and write the dataset atomically. Returns dataset.json.
+    `images` are (N, S, S) gray or (N, S, S, 3) rgb; dataset.json records which as `color`
+    (a hashed setting), and the prototypes have the images' shape."""
     gender = np.asarray(gender, dtype=np.int8)
+    settings = {**settings, "color": color_of_images(images)}
     rows = _split_rows(images, identity, gender, source_path, options)
     train = rows["train"]
     prototypes = {
@@ -156,6 +160,7 @@ def prepare(
     out: Path,
     *,
     size: int = 64,
+    color: str = "rgb",
     crop: float | None = None,
     detect: bool = False,
     max_per_identity: int = 20,
@@ -171,6 +176,8 @@ def prepare(
     """
     options = options or BuildOptions()
     crop = _check_settings(fmt, size, crop, max_per_identity)
+    if color not in COLORS:
+        raise DataError(f"--color must be one of {', '.join(COLORS)}, got {color!r}")
     out = Path(out).absolute()
     check_output(out, overwrite)
     root = Path(root).absolute()
@@ -196,9 +203,9 @@ def prepare(
         f"found {len(listing.records)} labelled images of {len(set(names))} identities "
         f"({len(listing.rejected)} rejected, {listing.duplicates} duplicate rows dropped); "
         f"decoding {len(records)} "
-        f"(at most {max_per_identity or 'all'} per identity) at {size} px"
+        f"(at most {max_per_identity or 'all'} per identity) at {size} px {color}"
     )
-    settings = Settings(size=size, crop=crop, detect=detect)
+    settings = Settings(size=size, crop=crop, detect=detect, color=color)
     rejected = list(listing.rejected)
     images, ok, raw_hashes = _decode(records, settings, workers, rejected, progress, t0)
     kept = np.flatnonzero(ok)
@@ -244,7 +251,8 @@ def _decode(records: list[Record], settings: Settings, workers: int | None,
     """Decode every record's image: (images, which decoded, raw SHA-256 of each file).
     Undecodable images are appended to `rejected`; progress is reported every tenth."""
     size = settings.size
-    images = np.zeros((len(records), size, size), np.uint8)
+    shape = (size, size, 3) if settings.color == "rgb" else (size, size)
+    images = np.zeros((len(records), *shape), np.uint8)
     ok = np.zeros(len(records), bool)
     raw_hashes: list[str] = []
     step = max(1, len(records) // 10)
@@ -252,7 +260,7 @@ def _decode(records: list[Record], settings: Settings, workers: int | None,
         if dec.pixels is None:
             rejected.append(Rejection(records[i].source, dec.error or "unreadable"))
         else:
-            images[i] = np.frombuffer(dec.pixels, np.uint8).reshape(size, size)
+            images[i] = np.frombuffer(dec.pixels, np.uint8).reshape(shape)
             ok[i] = True
         raw_hashes.append(dec.raw_sha256)
         if (i + 1) % step == 0 or i + 1 == len(records):
@@ -288,6 +296,7 @@ def summary_table(info: dict[str, Any], out: Path | None = None) -> str:
     if info.get("duplicates_dropped"):
         lines.append(f"duplicate rows dropped: {info['duplicates_dropped']}")
     lines.append(
-        f"size {info['size']} px, seed {info['seed']}, fingerprint {info['fingerprint'][:16]}"
+        f"size {info['size']} px {info.get('color', 'gray')}, seed {info['seed']}, "
+        f"fingerprint {info['fingerprint'][:16]}"
     )
     return "\n".join(lines)

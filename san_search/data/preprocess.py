@@ -1,5 +1,5 @@
-"""Image preprocessing shared by `data prepare` and `perturb`: decode, grayscale, square face
-crop, resize. Runs in worker processes, so everything here is a plain top-level function."""
+"""Image preprocessing shared by `data prepare` and `perturb`: decode, grayscale or RGB, square
+face crop, resize. Runs in worker processes, so everything here is a plain top-level function."""
 
 from __future__ import annotations
 
@@ -34,11 +34,13 @@ class Settings:
     size: int
     crop: float = 1.0  # side of the centred square crop, as a fraction of the shorter side
     detect: bool = False  # find the face with OpenCV's Haar cascade instead of a fixed crop
+    color: str = "gray"  # "gray": (size, size) pixels; "rgb": (size, size, 3)
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """A preprocessed image (`pixels`, uint8 bytes of size*size) or the reason it failed.
+    """A preprocessed image (`pixels`, uint8 bytes of size*size, times 3 for rgb) or the
+    reason it failed.
 
     `raw_sha256` is the hash of the file's bytes, so the dataset fingerprint changes when any
     input file changes, even in a region the crop throws away.
@@ -130,18 +132,31 @@ def to_gray(img: Image.Image) -> Image.Image:
     raise DataError(f"unsupported image mode {mode}: no conversion to grayscale")
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB of any PIL mode: gray modes (16-bit and float included, scaled as `to_gray`
+    scales them) repeated to three channels; alpha dropped; palette, CMYK, YCbCr converted."""
+    if img.mode in ("1", "L", "LA", "F") or img.mode.startswith("I"):
+        return to_gray(img).convert("RGB")
+    try:
+        return img.convert("RGB")
+    except ValueError:
+        raise DataError(f"unsupported image mode {img.mode}: no conversion to RGB") from None
+
+
 def to_face(img: Image.Image, settings: Settings) -> np.ndarray | None:
-    """Grayscale, crop and resize one image; None when `detect` finds no face."""
+    """Grayscale or RGB (`settings.color`), crop and resize one image; None when `detect`
+    finds no face (detection always runs on the gray image)."""
     gray = to_gray(img)
+    src = to_rgb(img) if settings.color == "rgb" else gray
     w, h = gray.size
     if settings.detect:
         found = _detect_box(np.asarray(gray))
         if found is None:
             return None
         cx, cy, side = found
-        face = crop_square(gray, cx, cy, side)
+        face = crop_square(src, cx, cy, side)
     else:
-        face = crop_square(gray, w / 2.0, h / 2.0, settings.crop * min(w, h))
+        face = crop_square(src, w / 2.0, h / 2.0, settings.crop * min(w, h))
     face = face.resize((settings.size, settings.size), Image.Resampling.LANCZOS)
     return np.asarray(face, dtype=np.uint8)
 

@@ -3,15 +3,18 @@
 A prepared dataset is a folder:
 
 - `parquet/<split>-NNNNN.parquet`: the dataset of record. Columns `image` (size*size uint8
-  bytes, row-major), `identity` (name), `identity_index` (int32; train identities are
-  0..n_train-1, so it doubles as a class label for matchers, then val, then test), `gender`
-  (int8, 0 = female, 1 = male), `split`, `source_path` (relative to the input root).
+  bytes, row-major, for `color` gray; size*size*3, R, G, B interleaved, for rgb),
+  `identity` (name), `identity_index` (int32; train identities are 0..n_train-1, so it
+  doubles as a class label for matchers, then val, then test), `gender` (int8, 0 = female,
+  1 = male), `split`, `source_path` (relative to the input root).
 - `arrow/<split>.arrow`: the same rows as uncompressed Arrow IPC, one record batch per split,
   memory-mapped by `open_dataset` so images are numpy views with no copy. Derived from the
   Parquet shards and rebuilt from them when missing.
 - `pairs/<split>.parquet` for val and test: `a`, `b` (row positions in that split), `same`.
-- `prototypes.npz`: `female`, `male` — the mean train face of each gender, float32 in [0, 1].
-- `dataset.json`: settings, counts, fingerprint. `rejected.csv`: every skipped input image.
+- `prototypes.npz`: `female`, `male` — the mean train face of each gender, float32 in [0, 1],
+  (S, S) or (S, S, 3) like the images.
+- `dataset.json`: settings (`color`: gray or rgb; a dataset without it is gray), counts,
+  fingerprint. `rejected.csv`: every skipped input image.
 - `.san-search-output`: the marker (san_search.outputs) that lets `--overwrite` replace it.
 """
 
@@ -36,6 +39,7 @@ from san_search import outputs
 from san_search.data.ingest import Rejection
 from san_search.data.splits import SPLITS, Pairs
 from san_search.errors import DataError
+from san_search.images import channels, color_of
 from san_search.outputs import OutputKind, json_file
 
 SCHEMA_VERSION = 1
@@ -43,10 +47,10 @@ ROWS_PER_SHARD = 4096
 GENDER_NAMES = ("female", "male")
 
 
-def schema(size: int) -> pa.Schema:
+def schema(size: int, channels: int = 1) -> pa.Schema:
     return pa.schema(
         [
-            ("image", pa.binary(size * size)),
+            ("image", pa.binary(size * size * channels)),
             ("identity", pa.string()),
             ("identity_index", pa.int32()),
             ("gender", pa.int8()),
@@ -60,7 +64,7 @@ def schema(size: int) -> pa.Schema:
 class SplitRows:
     """All rows of one split, in memory, ready to write."""
 
-    images: np.ndarray  # (N, S, S) uint8
+    images: np.ndarray  # (N, S, S) or (N, S, S, 3) uint8
     identity: list[str]
     identity_index: np.ndarray  # (N,) int32
     gender: np.ndarray  # (N,) int8
@@ -68,10 +72,11 @@ class SplitRows:
     pairs: Pairs | None = None
 
     def table(self, split: str) -> pa.Table:
-        n, s, _ = self.images.shape
+        n, s = self.images.shape[:2]
+        c = self.images.shape[3] if self.images.ndim == 4 else 1
         flat = np.ascontiguousarray(self.images).reshape(-1)
         image = pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(s * s), n, [None, pa.py_buffer(flat)]
+            pa.binary(s * s * c), n, [None, pa.py_buffer(flat)]
         )
         return pa.Table.from_arrays(
             [
@@ -82,7 +87,7 @@ class SplitRows:
                 pa.array([split] * n, pa.string()),
                 pa.array(self.source_path, pa.string()),
             ],
-            schema=schema(s),
+            schema=schema(s, c),
         )
 
 
@@ -187,7 +192,7 @@ class SplitView:
     """One split's rows as read-only numpy views over a memory-mapped Arrow file."""
 
     name: str
-    images: np.ndarray  # (N, S, S) uint8, read-only
+    images: np.ndarray  # (N, S, S) gray or (N, S, S, 3) rgb uint8, read-only
     gender: np.ndarray  # (N,) int8
     identity_index: np.ndarray  # (N,) int32
     identity: pa.Array = field(repr=False)  # (N,) names, as Arrow strings
@@ -238,7 +243,7 @@ class SplitView:
                          self.source_path.take(take), pairs)
 
     def torch_images(self) -> Any:
-        """The images as a uint8 torch tensor (N, S, S) sharing memory with the mapped file.
+        """The images as a uint8 torch tensor (N, S, S[, 3]) sharing memory with the mapped file.
 
         The memory is read-only: convert (``.float() / 255``) before changing anything."""
         import warnings
@@ -262,6 +267,15 @@ class PreparedDataset:
     @property
     def size(self) -> int:
         return int(self.info["size"])
+
+    @property
+    def color(self) -> str:
+        """`gray` or `rgb` (a dataset written before colour records none: gray)."""
+        return color_of(self.info)
+
+    @property
+    def channels(self) -> int:
+        return channels(self.color)
 
     @property
     def fingerprint(self) -> str:
@@ -303,6 +317,8 @@ def open_dataset(path: str | Path) -> PreparedDataset:
             "prepare the dataset again with this version"
         )
     size = int(info["size"])
+    shape = (size, size, 3) if color_of(info) == "rgb" else (size, size)
+    pixels = int(np.prod(shape))
     with np.load(path / "prototypes.npz") as npz:
         prototypes = {k: npz[k] for k in npz.files}
     views: dict[str, SplitView] = {}
@@ -317,11 +333,11 @@ def open_dataset(path: str | Path) -> PreparedDataset:
         n = table.num_rows
         if n and image.num_chunks == 1:
             buf = image.chunk(0).buffers()[1]
-            offset = image.chunk(0).offset * size * size
-            images = np.frombuffer(buf, dtype=np.uint8, count=n * size * size, offset=offset)
+            offset = image.chunk(0).offset * pixels
+            images = np.frombuffer(buf, dtype=np.uint8, count=n * pixels, offset=offset)
         else:
             images = np.zeros(0, dtype=np.uint8)
-        images = images.reshape(n, size, size)
+        images = images.reshape(n, *shape)
         pairs = None
         pairs_path = path / "pairs" / f"{split}.parquet"
         if pairs_path.is_file():

@@ -31,8 +31,9 @@ def model_card(manifest: dict[str, Any]) -> str:
         f"# SAN ensemble from search `{manifest['search']}`",
         "",
         f"{len(members)} semi-adversarial networks that rewrite {pre['size']}x{pre['size']} "
-        "grayscale faces so gender classifiers fail while face matchers still verify the "
-        f"person. Policy `{manifest['policy']}` (seed {manifest['seed']}): "
+        f"{'colour' if pre.get('color') == 'rgb' else 'grayscale'} faces so gender "
+        "classifiers fail while face matchers still verify the person."
+        f" Policy `{manifest['policy']}` (seed {manifest['seed']}): "
         + ("each image goes through one member, chosen by a hash of its pixels."
            if manifest["policy"] == "random" else "every member in turn."),
         "",
@@ -43,7 +44,8 @@ def model_card(manifest: dict[str, Any]) -> str:
         "san-search perturb --ensemble <this folder> --input FACES --output OUT",
         "```",
         "or `mlflow.pyfunc.load_model(\"models:/<name>@champion\")` and `predict` on a uint8 "
-        f"array (N, S, S). Loading checks the SHA-256 of every file listed in `{MANIFEST}`.",
+        "array (N, S, S), or (N, S, S, 3) for colour. Loading checks the SHA-256 of every "
+        f"file listed in `{MANIFEST}`.",
         "",
         "## Members",
         "",

@@ -10,6 +10,7 @@ Layout of an export folder:
   members/member_<i>.onnx          the same SAN for ONNX Runtime
   gender_predictor.safetensors / .onnx   the auxiliary classifier that picks prototypes
   prototypes.safetensors        the female and male prototype faces
+  (every graph takes (B, C, S, S): C = 1 for a gray ensemble, 3 for rgb, `preprocessing.color`)
   trade_off.png, README.md      the model card (test pool: privacy, verification utility,
                                 and rank-1 / rank-5 identification in three scenarios)
   manifest.sig.json             with `--sign KEY`: the Ed25519 signature over manifest.json's
@@ -133,7 +134,7 @@ def privacy_only(model: Module) -> Module:
 
 
 def write_prototypes(folder: Path, ds: PreparedDataset) -> dict[str, np.ndarray]:
-    """The female and male prototypes, float32 (S, S); returns them."""
+    """The female and male prototypes, float32 (S, S) or (S, S, 3); returns them."""
     from safetensors.numpy import save as np_save
 
     protos = {k: ds.prototypes[k].astype(np.float32) for k in ("female", "male")}
@@ -141,12 +142,17 @@ def write_prototypes(folder: Path, ds: PreparedDataset) -> dict[str, np.ndarray]
     return protos
 
 
-def write_member(folder: Path, i: int, member: dict[str, Any], feeds: dict[str, np.ndarray]
-                 ) -> tuple[dict[str, Any], float]:
+def write_member(folder: Path, i: int, member: dict[str, Any], feeds: dict[str, np.ndarray],
+                 ds: PreparedDataset) -> tuple[dict[str, Any], float]:
     """Member `i`'s weights and ONNX graph, the graph checked; its manifest entry and the
-    ONNX difference."""
-    from san_search.train import load_san
+    ONNX difference. A member trained for the other colour mode than `ds` is refused."""
+    from san_search.errors import CandidateError
+    from san_search.train import check_san_color, load_san
 
+    try:
+        check_san_color(member["checkpoint"], ds)
+    except CandidateError as exc:
+        raise EnsembleError(f"member {member['name']}: {exc}") from None
     model, cfg = load_san(member["checkpoint"])
     wfile, ofile = f"members/member_{i}.safetensors", f"members/member_{i}.onnx"
     write_weights(folder / wfile, model)
@@ -191,7 +197,7 @@ def build_manifest(sel: Selection, policy: str, members: list[dict[str, Any]],
         "prototypes": PROTOTYPES,
         "preprocessing": {"size": size, "crop": ds.info.get("crop"),
                           "detect": bool(ds.info.get("detect", False)),
-                          "format": ds.info.get("format"), "grayscale": True},
+                          "format": ds.info.get("format"), "color": ds.color},
         **selection_copy(sel),
         "data_fingerprint": sel.data_fingerprint, "zoo_fingerprint": zoo.data_fingerprint,
         "mlflow": {"tracking_uri": sel.tracking_uri, "ensemble_run_id": sel.ensemble_run_id,
@@ -244,15 +250,17 @@ def _write_all(tmp: Path, sel: Selection, policy: str, ds: PreparedDataset, zoo:
                ) -> tuple[dict[str, Any], dict[str, float]]:
     """Every writer, in order (the manifest last: it hashes the others); the manifest and
     the ONNX check (max abs difference per graph)."""
+    from san_search.images import to_nchw
+
     val_images = ds.split("val").images
-    sample = val_images[:SAMPLE_IMAGES].astype(np.float32)[:, None] / 255.0
+    sample = to_nchw(val_images[:SAMPLE_IMAGES]).numpy()  # (B, C, S, S)
     protos = write_prototypes(tmp, ds)
     feeds = {"x": sample,
-             "proto_same": np.repeat(protos["male"][None, None], len(sample), 0),
-             "proto_opp": np.repeat(protos["female"][None, None], len(sample), 0)}
+             "proto_same": np.repeat(to_nchw(protos["male"][None]).numpy(), len(sample), 0),
+             "proto_opp": np.repeat(to_nchw(protos["female"][None]).numpy(), len(sample), 0)}
     members, check = [], {}
     for i, m in enumerate(sel.members):
-        entry, diff = write_member(tmp, i, m, feeds)
+        entry, diff = write_member(tmp, i, m, feeds, ds)
         members.append(entry)
         check[m["name"]] = diff
         log(f"  member {i} ({m['name']}): weights, ONNX (max abs diff {diff:.1e})")
@@ -291,7 +299,7 @@ def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = Non
     ds = open_dataset(sel.data)
     if ds.fingerprint != sel.data_fingerprint:
         raise EnsembleError(f"the dataset at {sel.data} changed since the ensemble was chosen")
-    zoo = open_zoo(sel.zoo, expect_fingerprint=ds.fingerprint)
+    zoo = open_zoo(sel.zoo, expect=ds)
     # Built beside `out`, renamed into place once verified; the signature and then the marker
     # go in after the manifest, so neither is one of its hashed files.
     with atomic_folder(out, overwrite, EXPORT) as tmp:
@@ -316,8 +324,7 @@ def register(folder: str | Path, tracking_uri: str, run_id: str, name: str,
     from san_search import tracking
 
     loaded = load_ensemble(folder, notice=lambda _: None)  # just written: no notice
-    s = loaded.image_size
-    example = np.zeros((2, s, s), dtype=np.uint8)
+    example = np.zeros((2, *loaded.face_shape), dtype=np.uint8)
     example[1] = 128
     model = tracking.PyfuncModel(
         code=PYFUNC_CODE, artifacts={"ensemble": str(Path(folder).absolute())},

@@ -176,7 +176,7 @@ def _open_search(search: str, search_dir: str | Path, size: int, log: Log
         raise EnsembleError(f"the dataset at {record.data} changed since search "
                             f"{record.name} ran (fingerprint {ds.fingerprint[:12]} != "
                             f"{record.data_fingerprint[:12]})")
-    zoo = open_zoo(record.zoo, expect_fingerprint=ds.fingerprint)
+    zoo = open_zoo(record.zoo, expect=ds)
     feasible = [c for c in cands if c.feasible]
     log(f"search {record.name}: {len(cands)} finished trial(s), {len(feasible)} meet the "
         "constraints")

@@ -15,6 +15,10 @@ member of a chain uses that same decision.
 Backends: `torch` modules or ONNX Runtime sessions behind the same two callables, so policies
 and preprocessing are shared.
 
+Colour: the manifest's `preprocessing.color` (gray or rgb; an export without it is gray) says
+what faces the ensemble takes: (N, S, S) gray or (N, S, S, 3) rgb, and its graphs take
+(B, C, S, S) with C = 1 or 3 (`san_search.images`).
+
 Loading (`load_ensemble`) first checks the signature of the manifest when a trust key is
 set (`trust=`, or `$SAN_SEARCH_TRUST_KEY`; see `san_search.signing`), over the very bytes it
 then parses, then every file listed in the manifest against its SHA-256 before reading it,
@@ -34,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from san_search.errors import EnsembleError
-from san_search.evaluators import as_float
+from san_search.images import as_float, channels, color_of, from_nchw, to_nchw
 from san_search.signing import (
     SignatureCheck,
     Trust,
@@ -50,9 +54,9 @@ MANIFEST = "manifest.json"
 FORMAT = "san-search-ensemble/1"
 PROTOTYPES = "prototypes.safetensors"
 
-# (x, proto_same, proto_opp), each (B, 1, S, S) float32 -> the privacy output (B, 1, S, S)
+# (x, proto_same, proto_opp), each (B, C, S, S) float32 -> the privacy output (B, C, S, S)
 MemberFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-# (B, 1, S, S) float32 -> probability of "male" (B,)
+# (B, C, S, S) float32 -> probability of "male" (B,)
 GenderFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -79,7 +83,8 @@ def member_index(image: np.ndarray, k: int, seed: int) -> int:
 
 @dataclass
 class EnsembleRuntime:
-    """Members, gender predictor and prototypes (`female`, `male`: (S, S) float32)."""
+    """Members, gender predictor and prototypes (`female`, `male`: (S, S) float32 for a gray
+    ensemble, (S, S, 3) for rgb)."""
 
     members: Sequence[MemberFn]
     predictor: GenderFn
@@ -93,10 +98,20 @@ class EnsembleRuntime:
             raise ValueError("an ensemble needs at least one member")
         check_policy(self.policy)
 
+    @property
+    def face_shape(self) -> tuple[int, ...]:
+        """The shape of one face it takes: (S, S) gray or (S, S, 3) rgb."""
+        return tuple(self.prototypes["female"].shape)
+
+    @property
+    def color(self) -> str:
+        return "rgb" if len(self.face_shape) == 3 else "gray"
+
     def is_male(self, images: np.ndarray) -> np.ndarray:
         """The predictor's decision for each image, (N,) bool."""
         x = as_float(images)
-        out = [self.predictor(x[i : i + self.batch, None]) for i in range(0, len(x), self.batch)]
+        out = [self.predictor(to_nchw(x[i : i + self.batch]).numpy())
+               for i in range(0, len(x), self.batch)]
         return (np.concatenate(out) if out else np.zeros(0)) >= 0.5
 
     def assignment(self, images: np.ndarray) -> np.ndarray:
@@ -105,30 +120,33 @@ class EnsembleRuntime:
                         dtype=int)
 
     def member_output(self, j: int, images: np.ndarray, male: np.ndarray) -> np.ndarray:
-        """Member `j` alone on `images` (N, S, S) given each face's gender."""
+        """Member `j` alone on `images` (N, S, S[, 3]) given each face's gender."""
         x = as_float(images)
-        female_p = self.prototypes["female"].astype(np.float32)[None, None]
-        male_p = self.prototypes["male"].astype(np.float32)[None, None]
+        female_p = to_nchw(self.prototypes["female"][None]).numpy()  # (1, C, S, S)
+        male_p = to_nchw(self.prototypes["male"][None]).numpy()
         out = np.empty_like(x)
         for i in range(0, len(x), self.batch):
             g = male[i : i + self.batch].reshape(-1, 1, 1, 1)
             same = np.where(g, male_p, female_p).astype(np.float32)
             opp = np.where(g, female_p, male_p).astype(np.float32)
-            y = self.members[j](np.ascontiguousarray(x[i : i + self.batch, None]), same, opp)
-            out[i : i + self.batch] = y[:, 0]
+            y = self.members[j](to_nchw(x[i : i + self.batch]).numpy(), same, opp)
+            out[i : i + self.batch] = from_nchw(y)
         return np.clip(out, 0.0, 1.0)
 
     def perturb(self, images: np.ndarray, policy: str | None = None,
                 male: np.ndarray | None = None) -> np.ndarray:
-        """Perturbed faces, float32 (N, S, S) in [0, 1], from uint8 or float (N, S, S)."""
+        """Perturbed faces, float32 in [0, 1], from uint8 or float faces of `face_shape`:
+        (N, S, S) gray or (N, S, S, 3) rgb."""
         policy = check_policy(policy or self.policy)
         images = np.asarray(images)
-        if images.ndim != 3:
-            raise ValueError(f"images must be (N, S, S) grayscale, got shape {images.shape}")
-        side = self.prototypes["female"].shape[-1]
-        if images.shape[1:] != (side, side):
+        shape = self.face_shape
+        if images.ndim != 1 + len(shape):
+            kind = "(N, S, S, 3) rgb" if self.color == "rgb" else "(N, S, S) grayscale"
+            raise ValueError(f"images must be {kind} for this {self.color} ensemble, got shape "
+                             f"{images.shape}")
+        if images.shape[1:] != shape:
             raise ValueError(f"images are {images.shape[1]}x{images.shape[2]} px; this ensemble "
-                             f"takes {side}x{side}")
+                             f"takes {shape[0]}x{shape[1]}")
         x = as_float(images)
         male = self.is_male(x) if male is None else np.asarray(male).astype(bool)
         if policy == "chain":
@@ -215,6 +233,17 @@ class LoadedEnsemble:
     def image_size(self) -> int:
         return int(self.manifest["preprocessing"]["size"])
 
+    @property
+    def color(self) -> str:
+        """`gray` or `rgb` (an export written before colour records none: gray)."""
+        return color_of(self.manifest["preprocessing"])
+
+    @property
+    def face_shape(self) -> tuple[int, ...]:
+        """One face: (S, S) gray or (S, S, 3) rgb."""
+        s = self.image_size
+        return (s, s, 3) if self.color == "rgb" else (s, s)
+
 
 def read_verified(folder: str | Path, trust: Trust = None,
                   notice: Callable[[str], None] = stderr_notice
@@ -281,13 +310,14 @@ def _torch_parts(folder: Path, manifest: dict[str, Any], blobs: dict[str, bytes]
     if threads:
         torch.set_num_threads(threads)
     members = []
+    c = channels(color_of(manifest["preprocessing"]))
     for i, m in enumerate(manifest["members"]):
         cfg = CandidateConfig.from_dict(m["config"], f"{folder / MANIFEST}: members[{i}].config")
-        model = create("autoencoder", cfg.autoencoder, **cfg.autoencoder_kwargs())
+        model = create("autoencoder", cfg.autoencoder, channels=c, **cfg.autoencoder_kwargs())
         model.load_state_dict(st_load(blobs[m["weights"]]))
         members.append(torch_member(model.eval()))
     pred = manifest["predictor"]
-    g = create("gender", pred["arch"], image_size=pred["image_size"])
+    g = create("gender", pred["arch"], image_size=pred["image_size"], channels=c)
     g.load_state_dict(st_load(blobs[pred["weights"]]))
     return members, torch_gender(g.eval())
 

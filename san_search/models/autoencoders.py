@@ -2,14 +2,17 @@
 (`san_conv`: depth, width, optional skip connections).
 
 Every autoencoder takes an image and two prototypes and returns two outputs:
-``forward(x, proto_same, proto_opp) -> (out_same, out_opp)``, all (B, 1, H, W) in [0, 1].
-The decoder runs once; a 1x1 "prototype combiner" mixes its features with each prototype.
-The opposite-prototype output is the privacy-enhanced image.
+``forward(x, proto_same, proto_opp) -> (out_same, out_opp)``, all (B, C, H, W) in [0, 1],
+C = `channels` (1 gray, 3 rgb: input and output follow the dataset). The decoder runs once; a
+1x1 "prototype combiner" mixes its features with each prototype, per channel: output channel
+c sees the decoder features and channel c of the prototype only. The opposite-prototype
+output is the privacy-enhanced image.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from san_search.errors import ImageSizeError
@@ -37,6 +40,7 @@ class SanAutoencoder(nn.Module):
         skip: bool = False,
         up_first: bool = False,
         image_size: int | None = None,
+        channels: int = 1,
         name: str = "san",
     ) -> None:
         super().__init__()
@@ -45,13 +49,16 @@ class SanAutoencoder(nn.Module):
         self.depth = len(enc_channels)
         self.name = name
         self.skip = skip
+        if channels not in (1, 3):
+            raise ValueError(f"{name}: channels must be 1 (gray) or 3 (rgb), got {channels}")
+        self.channels = channels
         # up_first: upsample, then convolve (U-Net order), so the last convolution sees the
         # full resolution; otherwise convolve then upsample (the ICB 2018 order).
         self.up_first = up_first
         if image_size is not None:
             check_divisible(image_size, self.depth, name)
         self.enc = nn.ModuleList()
-        cin = 2  # image + same-gender prototype
+        cin = 2 * channels  # image + same-gender prototype
         for c in enc_channels:
             self.enc.append(nn.Sequential(nn.Conv2d(cin, c, 3, padding=1), nn.LeakyReLU(0.2)))
             cin = c
@@ -64,12 +71,16 @@ class SanAutoencoder(nn.Module):
                                           nn.LeakyReLU(0.2)))
             cin = c
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.combiner = nn.Conv2d(cin + 1, 1, 1)  # (decoder features, prototype) -> image
+        # (decoder features, prototype) -> image; the mask keeps it per channel (gray: all 1)
+        self.combiner = nn.Conv2d(cin + channels, channels, 1)
+        mask = torch.ones(channels, cin + channels, 1, 1)
+        mask[:, cin:] = torch.eye(channels).view(channels, channels, 1, 1)
+        self.register_buffer("combiner_mask", mask, persistent=False)
 
     def decode(self, x: torch.Tensor, proto_same: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 2**self.depth or x.shape[-2] % 2**self.depth:
             check_divisible(int(x.shape[-1]), self.depth, self.name)
-        h = torch.cat([x, proto_same], dim=1)  # (B, 2, H, W)
+        h = torch.cat([x, proto_same], dim=1)  # (B, 2C, H, W)
         feats = []
         for block in self.enc:
             h = block(h)
@@ -88,7 +99,10 @@ class SanAutoencoder(nn.Module):
         return h  # (B, C, H, W)
 
     def combine(self, feats: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.combiner(torch.cat([feats, proto], dim=1)))
+        mask: torch.Tensor = self.combiner_mask  # type: ignore[assignment]
+        weight = self.combiner.weight * mask
+        return torch.sigmoid(F.conv2d(torch.cat([feats, proto], dim=1), weight,
+                                      self.combiner.bias))
 
     def forward(
         self, x: torch.Tensor, proto_same: torch.Tensor, proto_opp: torch.Tensor
@@ -98,15 +112,17 @@ class SanAutoencoder(nn.Module):
 
 
 @register("autoencoder")
-def san_paper(image_size: int | None = None) -> SanAutoencoder:
+def san_paper(image_size: int | None = None, channels: int = 1) -> SanAutoencoder:
     """ICB 2018 SAN: encoder conv 8, conv 12 with average pooling; decoder conv 256, conv 128
     with 2x upsampling; 1x1 prototype combiner with a sigmoid."""
-    return SanAutoencoder((8, 12), (256, 128), image_size=image_size, name="san_paper")
+    return SanAutoencoder((8, 12), (256, 128), image_size=image_size, channels=channels,
+                          name="san_paper")
 
 
 @register("autoencoder")
 def san_conv(
-    depth: int = 2, width: int = 16, skip: bool = False, image_size: int | None = None
+    depth: int = 2, width: int = 16, skip: bool = False, image_size: int | None = None,
+    channels: int = 1,
 ) -> SanAutoencoder:
     """Configurable SAN: `depth` levels (1-5); encoder widths width*2^i (capped at 8*width),
     decoder the mirror image in U-Net order (upsample, then convolve at full resolution);
@@ -118,4 +134,4 @@ def san_conv(
     enc = tuple(min(width * 2**i, width * 8) for i in range(depth))
     dec = tuple(reversed(enc))
     return SanAutoencoder(enc, dec, skip=skip, up_first=True, image_size=image_size,
-                          name="san_conv")
+                          channels=channels, name="san_conv")

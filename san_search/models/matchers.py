@@ -1,6 +1,7 @@
-"""Face matchers: timm backbones with an L2-normalised embedding head, trained with a margin
-softmax (CosFace) over the train identities. `forward` returns (B, D) unit vectors; the
-similarity of two faces is the dot product of their embeddings."""
+"""Face matchers: timm backbones (`channels` inputs: 1 gray, 3 rgb) with an L2-normalised
+embedding head, trained with a margin softmax (CosFace) over the train identities. `forward`
+returns (B, D) unit vectors; the similarity of two faces is the dot product of their
+embeddings."""
 
 from __future__ import annotations
 
@@ -19,18 +20,18 @@ class TimmMatcher(nn.Module):
     """timm backbone (no classifier) -> linear -> batch norm -> L2-normalised embedding."""
 
     def __init__(self, arch: str, image_size: int, embed_dim: int = 128,
-                 min_input: int = MIN_INPUT, **timm_kwargs: Any) -> None:
+                 min_input: int = MIN_INPUT, channels: int = 1, **timm_kwargs: Any) -> None:
         super().__init__()
         self.arch = arch
         self.embed_dim = embed_dim
         self.input_size = max(image_size, min_input)
-        self.body = timm.create_model(arch, pretrained=False, in_chans=1, num_classes=0,
+        self.body = timm.create_model(arch, pretrained=False, in_chans=channels, num_classes=0,
                                       **timm_kwargs)
         # timm's pooled feature width is not always `num_features` (MobileNetV3, GhostNet add
         # a head layer): measure it.
         self.body.eval()
         with torch.no_grad():
-            width = self.body(torch.zeros(2, 1, self.input_size, self.input_size)).shape[1]
+            width = self.body(torch.zeros(2, channels, self.input_size, self.input_size)).shape[1]
         self.body.train()
         self.embed = nn.Sequential(nn.Linear(width, embed_dim),
                                    nn.BatchNorm1d(embed_dim))
@@ -58,25 +59,30 @@ class CosFace(nn.Module):
 
 
 @register("matcher")
-def resnet10t(image_size: int = 64, embed_dim: int = 128) -> nn.Module:
-    return TimmMatcher("resnet10t", image_size, embed_dim)
+def resnet10t(image_size: int = 64, embed_dim: int = 128,
+        channels: int = 1) -> nn.Module:
+    return TimmMatcher("resnet10t", image_size, embed_dim, channels=channels)
 
 
 @register("matcher")
-def regnetx_002(image_size: int = 64, embed_dim: int = 128) -> nn.Module:
-    return TimmMatcher("regnetx_002", image_size, embed_dim)
+def regnetx_002(image_size: int = 64, embed_dim: int = 128,
+        channels: int = 1) -> nn.Module:
+    return TimmMatcher("regnetx_002", image_size, embed_dim, channels=channels)
 
 
 @register("matcher")
-def mobilenetv3_small_100(image_size: int = 64, embed_dim: int = 128) -> nn.Module:
-    return TimmMatcher("mobilenetv3_small_100", image_size, embed_dim)
+def mobilenetv3_small_100(image_size: int = 64, embed_dim: int = 128,
+        channels: int = 1) -> nn.Module:
+    return TimmMatcher("mobilenetv3_small_100", image_size, embed_dim, channels=channels)
 
 
 @register("matcher")
-def ghostnet_100(image_size: int = 64, embed_dim: int = 128) -> nn.Module:
-    return TimmMatcher("ghostnet_100", image_size, embed_dim)
+def ghostnet_100(image_size: int = 64, embed_dim: int = 128,
+        channels: int = 1) -> nn.Module:
+    return TimmMatcher("ghostnet_100", image_size, embed_dim, channels=channels)
 
 
 @register("matcher")
-def convnext_atto(image_size: int = 64, embed_dim: int = 128) -> nn.Module:
-    return TimmMatcher("convnext_atto", image_size, embed_dim)
+def convnext_atto(image_size: int = 64, embed_dim: int = 128,
+        channels: int = 1) -> nn.Module:
+    return TimmMatcher("convnext_atto", image_size, embed_dim, channels=channels)

@@ -69,7 +69,7 @@ def bind(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Pat
 
     space = load_search_space(space_path, overrides)
     ds = open_dataset(data)
-    z = open_zoo(zoo, expect_fingerprint=ds.fingerprint)
+    z = open_zoo(zoo, expect=ds)
     return space.bind(z, ds.size), ds, z
 
 
@@ -130,7 +130,7 @@ def _score_baselines(record: SearchRecord) -> Baselines:
     from san_search.zoo import open_zoo
 
     ds = open_dataset(record.data)
-    z = open_zoo(record.zoo, expect_fingerprint=ds.fingerprint)
+    z = open_zoo(record.zoo, expect=ds)
     return baseline_curves(PoolScorer(load_pool(z, "val"), ds.split("val")))
 
 

@@ -49,7 +49,8 @@ SPLITS = (0.7, 0.15, 0.15)
 COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
     "data prepare": (
         ["--format", "lfw", "--root", "r", "--out", "o"], "cmd_data_prepare",
-        {"format": "lfw", "root": "r", "out": "o", "size": 64, "crop": None, "detect": False,
+        {"format": "lfw", "root": "r", "out": "o", "size": 64, "color": "rgb", "crop": None,
+         "detect": False,
          "max_per_identity": 20, "workers": None, "seed": 0, "splits": SPLITS, "pairs": 3000,
          "overwrite": False}),
     "data synth": (

@@ -104,7 +104,7 @@ def test_lfw_fingerprint_stable_and_sensitive(lfw_subset: Path, tmp_path: Path) 
 def test_manifest_of_synthetic_pngs_matches_direct_synth(synth_files_dir: Path,
                                                          tmp_path: Path) -> None:
     out = tmp_path / "via_manifest"
-    prepare("manifest", synth_files_dir, out, size=32, max_per_identity=0,
+    prepare("manifest", synth_files_dir, out, size=32, color="gray", max_per_identity=0,
             options=BuildOptions(seed=3, pairs=30), workers=1, progress=_quiet)
     _check_dataset(out)
     direct = tmp_path / "direct"
