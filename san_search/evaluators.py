@@ -130,6 +130,20 @@ def rgb_chips(images: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(u8, (*u8.shape[:3], 3)))
 
 
+def dlib_model_file(name: str) -> str:
+    """The path of one of dlib's model files shipped in `face-recognition-models`.
+    Raises ImportError when that package is not installed."""
+    import importlib.util
+    import os
+
+    # face_recognition_models' own helpers import pkg_resources, which recent setuptools
+    # no longer ship: locate the installed model file without importing the package.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("face_recognition_models", name="face_recognition_models")
+    return os.path.join(list(spec.submodule_search_locations)[0], "models", name)
+
+
 class DlibMatcher:
     """dlib's ResNet 128-D face descriptor (`face-recognition-models` + `dlib-bin`), applied to
     the whole (already centred) face crop resized to its 150 px chip."""
@@ -143,20 +157,11 @@ class DlibMatcher:
                "commercial_use": "yes as licensed (CC0); check the training sets' terms"}
 
     def __init__(self, name: str = "dlib_resnet", role: str = "test") -> None:
-        import importlib.util
-        import os
-
         import dlib
 
-        # face_recognition_models' own helpers import pkg_resources, which recent setuptools
-        # no longer ship: locate the installed model file without importing the package.
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("face_recognition_models", name="face_recognition_models")
-        path = os.path.join(list(spec.submodule_search_locations)[0], "models",
-                            "dlib_face_recognition_resnet_model_v1.dat")
         self.name, self.role = name, role
-        self.net = dlib.face_recognition_model_v1(path)
+        self.net = dlib.face_recognition_model_v1(
+            dlib_model_file("dlib_face_recognition_resnet_model_v1.dat"))
 
     def embed(self, images: np.ndarray) -> np.ndarray:
         out = []
@@ -196,13 +201,17 @@ class OnnxAgeGenderGender:
         self.input_name = spec["input"]["name"]
 
     def male_score(self, images: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(images), BATCH):
-            chips = rgb_chips(images[i : i + BATCH], self.side).astype(np.float32)
-            x = ((chips - self.means) * self.scale).transpose(0, 3, 1, 2)
-            probs = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
-            out.append(probs[:, self.male_index])
+        out = [self.score_chips(rgb_chips(images[i : i + BATCH], self.side))
+               for i in range(0, len(images), BATCH)]
         return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def score_chips(self, chips: np.ndarray) -> np.ndarray:
+        """Probability of "male" of (N, side, side, 3) uint8 RGB chips."""
+        if len(chips) == 0:
+            return np.zeros(0, np.float32)
+        x = ((chips.astype(np.float32) - self.means) * self.scale).transpose(0, 3, 1, 2)
+        probs = self.session.run(None, {self.input_name: np.ascontiguousarray(x)})[0]
+        return probs[:, self.male_index].astype(np.float32)
 
 
 # the licence record of each third-party test evaluator, by its default name

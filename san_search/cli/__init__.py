@@ -17,6 +17,7 @@ from san_search.cli.ensemble import add_ensemble_export, add_ensemble_select, ad
 from san_search.cli.keys import add_keys_generate
 from san_search.cli.models import add_models_list
 from san_search.cli.options import Subparsers, add_group
+from san_search.cli.photos import add_evaluate_photos
 from san_search.cli.search import add_launch, add_search
 from san_search.cli.train import add_evaluate, add_train
 from san_search.cli.zoo import add_zoo_report, add_zoo_train
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_select(ensemble)
     add_ensemble_export(ensemble)
     add_perturb(sub)
+    add_evaluate_photos(sub)
     keys = add_group(sub, "keys", "make the key pair that signs exports", "SUBCOMMAND")
     add_keys_generate(keys)
     add_demo(sub)

@@ -3,6 +3,8 @@ problem, their test report, and the export folder, built once for every test fil
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,16 @@ def exported(problem: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
                     [{"name": "m0", **val}], "now", cmc)
     out = export_ensemble(sel, root / "export", log=lambda _: None)
     return out, sel
+
+
+@pytest.fixture(scope="package")
+def lfw_framed(exported: tuple[Path, Selection], tmp_path_factory: pytest.TempPathFactory
+               ) -> Path:
+    """The shared export, its manifest saying its faces were cut as LFW's are (a centred
+    crop of 0.5 of the shorter side), so a face's square is about half a 250 px photo."""
+    folder = tmp_path_factory.mktemp("lfw-framed") / "export"
+    shutil.copytree(exported[0], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["preprocessing"]["crop"] = 0.5
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder

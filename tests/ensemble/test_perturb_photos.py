@@ -5,7 +5,6 @@ the mechanics)."""
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 from pathlib import Path
 
@@ -16,19 +15,6 @@ from PIL import Image
 from san_search.cli import main
 from san_search.ensemble.orchestration import Selection
 from san_search.perturb import GRAY_NOTE, REPORT
-
-
-@pytest.fixture(scope="module")
-def lfw_framed(exported: tuple[Path, Selection], tmp_path_factory: pytest.TempPathFactory
-               ) -> Path:
-    """The shared export, its manifest saying its faces were cut as LFW's are (a centred
-    crop of 0.5 of the shorter side), so a face's square is about half a 250 px photo."""
-    folder = tmp_path_factory.mktemp("lfw-framed") / "export"
-    shutil.copytree(exported[0], folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["preprocessing"]["crop"] = 0.5
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder
 
 
 def lfw_photos(lfw_root: Path, n: int) -> list[Path]:
