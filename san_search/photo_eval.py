@@ -204,6 +204,7 @@ def evaluate_photos(ensemble: str | Path, data: str | Path, *, root: str | Path 
     `keep`: a new folder that receives the protected photos and photo_eval.json."""
     from san_search.data import open_dataset
     from san_search.ensemble.serving import load_ensemble
+    from san_search.images import color_of, mismatch
 
     ds = open_dataset(data)
     view = ds.split("test")
@@ -220,6 +221,9 @@ def evaluate_photos(ensemble: str | Path, data: str | Path, *, root: str | Path 
     a, b, same = _pairs(view, idx)
     gender = view.gender[idx].astype(bool)
     ens = load_ensemble(ensemble, backend, policy, notice=progress)
+    color = ens.manifest["preprocessing"].get("color", "gray")
+    if color_of(ds.info) != color:
+        raise EnsembleError(mismatch("ensemble", ensemble, color, data, color_of(ds.info)))
     with tempfile.TemporaryDirectory(prefix="san-search-photos-") as tmp:
         work = Path(keep) if keep is not None else Path(tmp)
         chosen, no_face = _protect(Path(ensemble), src_root, rel, work, policy, backend,

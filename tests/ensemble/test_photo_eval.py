@@ -58,7 +58,7 @@ def lfw16(lfw_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("lfw-eval")
     make_lfw_subset(lfw_root, root / "lfw", women=16, men=16)
     assert main(["data", "prepare", "--format", "lfw", "--root", str(root / "lfw"),
-                 "--out", str(root / "d16"), "--size", "16"]) == 0
+                 "--out", str(root / "d16"), "--size", "16", "--color", "gray"]) == 0
     return root
 
 
@@ -89,3 +89,13 @@ def test_evaluate_photos_says_what_is_missing(lfw16: Path, lfw_framed: Path,
     (tmp_path / "k").mkdir()
     with pytest.raises(EnsembleError, match=r"--keep .*k exists: give a new folder"):
         evaluate_photos(lfw_framed, lfw16 / "d16", keep=tmp_path / "k", limit=0)
+
+
+def test_evaluate_photos_refuses_a_dataset_of_the_other_colour_mode(
+        lfw16: Path, lfw_framed: Path) -> None:
+    rgb = lfw16 / "d16rgb"
+    assert main(["data", "prepare", "--format", "lfw", "--root", str(lfw16 / "lfw"),
+                 "--out", str(rgb), "--size", "16", "--color", "rgb"]) == 0
+    with pytest.raises(EnsembleError, match=r"ensemble .* was made for gray images, but the "
+                       r"dataset .*d16rgb is rgb"):
+        evaluate_photos(lfw_framed, rgb, limit=0)
