@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from san_search.metric_names import GENDER, GROUP, IMAGES, PRIVACY_MEAN, UTILITY_MEAN
 from san_search.metrics import privacy_from_auc, roc_auc, tar_at_far
 
 if TYPE_CHECKING:
@@ -146,7 +147,6 @@ def image_ita(img: Image.Image, settings: Settings) -> float | None:
 
 # ------------------------------------------------------------------ per-group scores
 
-GROUP, GENDER, IMAGES = "group", "gender", "images"
 ALL_GENDERS = "all"
 WORST = "worst group"
 
@@ -201,12 +201,12 @@ def by_group(group: np.ndarray, gender: np.ndarray, male_scores: Mapping[str, np
                                    GENDER: ALL_GENDERS if g is None else ("male" if g else
                                                                           "female")}
             if g is None:
-                row["privacy_mean"] = privacy.get(name, float("nan"))
+                row[PRIVACY_MEAN] = privacy.get(name, float("nan"))
             else:
                 acc = [float(((s[sel] > 0.5) == g).mean()) for s in male_scores.values()]
-                row["privacy_mean"] = float(np.mean([1 - abs(2 * a - 1) for a in acc]))
+                row[PRIVACY_MEAN] = float(np.mean([1 - abs(2 * a - 1) for a in acc]))
             cell = genuine[sel[pairs.a[genuine]]]
-            row["utility_mean"] = _cell_utility(cell, impostor, scores, far)
+            row[UTILITY_MEAN] = _cell_utility(cell, impostor, scores, far)
             rows.append(row)
     if privacy:
         worst = min(privacy, key=lambda k: privacy[k])
