@@ -194,8 +194,8 @@ class PoolScorer:
         self._last = (male_scores, embeddings)
         if self.has_groups:
             per_group = group_privacy(male_scores, self.gender, self.view.group)  # type: ignore[arg-type]
-            if per_group:
-                out[mn.WORST_GROUP_PRIVACY] = min(per_group.values())
+            # nan when no group holds both genders (its AUC is undefined)
+            out[mn.WORST_GROUP_PRIVACY] = min(per_group.values(), default=float("nan"))
         return out, curves
 
     def by_group(self) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from san_search import tracking
 from san_search.config import CandidateConfig, TrainResources
 from san_search.console import Log
 from san_search.data import open_dataset
+from san_search.data.groups import check_group_weights, present_groups
 from san_search.errors import CandidateError
 from san_search.evaluate import (
     PoolScorer,
@@ -158,6 +159,7 @@ def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
     ds = open_dataset(data)
     z = open_zoo(zoo, expect_fingerprint=ds.fingerprint)
     check_candidate(cfg, z, ds.size)
+    check_group_weights(cfg.group_weights, present_groups(ds), "candidate")
     exp_id = tracking.setup(tracking_uri, experiment)  # unreachable server: fails in seconds
     uri = tracking.resolve_tracking_uri(tracking_uri)
     name = name or time.strftime("san-%Y%m%d-%H%M%S")

@@ -253,3 +253,87 @@ def group_sizes(group: Sequence[str | None], gender: np.ndarray) -> dict[str, di
         cell["male" if s else "female"] += 1
     return out
 
+
+
+# ------------------------------------------------------------------ group oversampling
+
+
+def present_groups(ds: Any) -> list[str]:
+    """The group names of a prepared dataset (any split), in report order; [] without."""
+    found: set[str] = set()
+    for view in ds.splits.values():
+        if view.group is not None:
+            found |= {g for g in view.group if g is not None}
+    return [g for g in GROUPS if g in found] + sorted(found - set(GROUPS))
+
+
+def check_group_weights(weights: Mapping[str, float] | None, present: Sequence[str],
+                        where: str) -> None:
+    """`group_weights` against a dataset's groups: CandidateError naming the key when the
+    dataset has none, or a name is not one of them."""
+    from san_search.errors import CandidateError
+
+    if weights is None:
+        return
+    if not present:
+        raise CandidateError(f"{where}: key 'group_weights': the dataset has no skin-tone "
+                             "groups to oversample (prepare it from colour photos, or give a "
+                             "manifest `group` column)")
+    unknown = [g for g in weights if g not in present]
+    if unknown:
+        raise CandidateError(f"{where}: key 'group_weights': unknown group {unknown[0]!r}; "
+                             f"the dataset's groups: {', '.join(present)}")
+
+
+def sample_probabilities(weights: Mapping[str, float], group: np.ndarray | None,
+                         where: str = "candidate") -> np.ndarray:
+    """Each row's probability of being drawn under `group_weights` (groups not named, and
+    rows without a group, weigh 1). CandidateError naming the key when the rows have no
+    groups, or the weights give every row probability zero."""
+    from san_search.errors import CandidateError
+
+    if group is None or not has_groups(group):
+        raise CandidateError(f"{where}: key 'group_weights': the train split has no skin-tone "
+                             "groups to oversample")
+    w = np.array([weights.get(g, 1.0) if g is not None else 1.0 for g in group], np.float64)
+    if not w.sum() > 0:
+        raise CandidateError(f"{where}: key 'group_weights': the weights {dict(weights)} give "
+                             "every train image probability zero")
+    return w / w.sum()
+
+
+def check_space_groups(space: Any, ds: Any) -> None:
+    """A search space against a dataset's groups: every `group_weights` it can set (fixed or
+    a parameter's choices), and `val_worst_group_privacy` as an objective or constraint, need
+    a dataset with groups. ConfigError naming the file and key."""
+    from san_search.config import CandidateConfig
+    from san_search.errors import CandidateError, ConfigError
+    from san_search.metric_names import GROUP_TRIAL_METRICS
+
+    present = present_groups(ds)
+    values = [("fixed.group_weights", space.fixed.get("group_weights"))]
+    values += [(f"parameters.group_weights = {v!r}", v) for p in space.parameters
+               if p.name == "group_weights" for v in p.values()]
+    for where, value in values:
+        if value is None:
+            continue
+        weights = CandidateConfig.from_dict({"group_weights": value}, where).group_weights
+        try:
+            check_group_weights(weights, present, f"{space.path}: {where}")
+        except CandidateError as exc:
+            raise ConfigError(str(exc)) from None
+    used = [*space.metrics, *(c.metric for c in space.constraints)]
+    for metric in used:
+        if metric in GROUP_TRIAL_METRICS and not present:
+            raise ConfigError(f"{space.path}: metric {metric!r} needs a dataset with skin-tone "
+                              f"groups; {ds.path} has none")
+
+
+def sampling_for(weights: Mapping[str, float] | None, ds: Any,
+                 group: np.ndarray | None) -> np.ndarray | None:
+    """The train sampler's row probabilities under `group_weights` for the rows whose groups
+    are `group` (a worker's shard of `ds`'s train split); None without weights."""
+    if weights is None:
+        return None
+    check_group_weights(weights, present_groups(ds), "candidate")
+    return sample_probabilities(weights, group)
