@@ -4,9 +4,11 @@ per-group scores that every report shows beside the pooled ones.
 ITA (Chardon et al. 1991) is an angle in CIELAB, ITA = atan2(L* - 50, b*) in degrees, that
 dermatology uses to classify constitutive skin colour. Here it is the median ITA over the
 skin-coloured pixels of the central part of the face crop, in the *colour* source photo
-(computed at `data prepare` time, so a grayscale dataset keeps it). It is a **proxy** for
-skin tone measured from a photo, never a label of the person: lighting, white balance,
-make-up and JPEG compression all move it, and it says nothing about ethnicity. A manifest
+(computed at `data prepare` time, so a grayscale dataset keeps it). `data prepare` gives
+every image of a person the bin of the median ITA over that person's photos
+(`identity_groups`). It is a **proxy** for skin tone measured from a photo, never a label of
+the person: lighting, white balance, make-up and JPEG compression all move it, and it says
+nothing about ethnicity. A manifest
 may give a `group` column instead (any names), which then replaces it.
 
 Bins, merging Chardon et al.'s six categories (very light > 55 deg, light 41..55,
@@ -114,6 +116,20 @@ def face_tone(rgb: np.ndarray) -> FaceTone:
                                     f"in the central square (need {MIN_SKIN:.0%})")
     value = float(np.median(ita(srgb_to_lab(centre[mask]))))
     return FaceTone(value, ita_group(value))
+
+
+def identity_groups(identity: Sequence[str], ita_values: np.ndarray) -> list[str | None]:
+    """Each image's group: the bin of the median ITA over its identity's measured images
+    (None for an identity with none). One photo's ITA swings with lighting (on LFW, a third of
+    one light-skinned politician's photos fall in the dark bin); a person's skin tone does
+    not, and the median over their photos damps the lighting."""
+    values = np.asarray(ita_values, np.float64)
+    by_id: dict[str, list[float]] = {}
+    for name, v in zip(identity, values, strict=True):
+        if not np.isnan(v):
+            by_id.setdefault(name, []).append(float(v))
+    group = {name: ita_group(float(np.median(vs))) for name, vs in by_id.items()}
+    return [group.get(name) for name in identity]
 
 
 def ita_group(value: float) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from san_search import __version__
-from san_search.data.groups import group_sizes, ita_group
+from san_search.data.groups import GROUPS, group_sizes, identity_groups
 from san_search.data.ingest import DEFAULT_CROP, FORMATS, Record, Rejection, list_records
 from san_search.data.preprocess import Settings, decode_many
 from san_search.data.splits import SPLITS, cap_per_identity, make_pairs, split_identities
@@ -249,10 +249,10 @@ def prepare(
 
 def _groups(records: list[Record], ita: np.ndarray) -> GroupColumns:
     """The group of each kept image: a manifest's `group` column when it has one, else the
-    ITA bin of the colour source (None where the ITA could not be measured)."""
+    ITA bin of the identity (`identity_groups`)."""
     if any(r.group is not None for r in records):
         return GroupColumns([r.group for r in records], ita, "manifest")
-    return GroupColumns([None if np.isnan(v) else ita_group(float(v)) for v in ita], ita, "ita")
+    return GroupColumns(identity_groups([r.identity for r in records], ita), ita, "ita")
 
 
 def _check_settings(fmt: str, size: int, crop: float | None, max_per_identity: int) -> float:
@@ -336,6 +336,8 @@ def _group_lines(info: dict[str, Any]) -> list[str]:
     for sizes in groups["sizes"].values():
         for g, by_gender in sizes.items():
             total.setdefault(g, Counter()).update(by_gender)
-    cells = ", ".join(f"{g} {c['female'] + c['male']} ({c['female']} f / {c['male']} m)"
-                      for g, c in total.items())
+    order = [*(g for g in GROUPS if g in total), *sorted(set(total) - {*GROUPS, "none"}),
+             *(["none"] if "none" in total else [])]
+    cells = ", ".join(f"{g} {total[g]['female'] + total[g]['male']} ({total[g]['female']} f / "
+                      f"{total[g]['male']} m)" for g in order)
     return [f"skin-tone groups ({groups['source']}): {cells}"]

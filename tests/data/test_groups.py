@@ -125,3 +125,12 @@ def test_group_sizes() -> None:
     sizes = group_sizes(["light", None, "dark", "light"], np.array([0, 1, 1, 1]))
     assert sizes == {"light": {"female": 1, "male": 1}, "none": {"female": 0, "male": 1},
                      "dark": {"female": 0, "male": 1}}
+
+
+def test_an_identity_gets_the_bin_of_its_median_ita() -> None:
+    from san_search.data.groups import identity_groups
+
+    ids = ["a", "a", "a", "b", "c", "c"]
+    values = np.array([45.0, 5.0, 30.0, np.nan, -40.0, np.nan])
+    # a: median 30 -> intermediate for all three photos, the dark-lit one too
+    assert identity_groups(ids, values) == ["intermediate"] * 3 + [None, "dark", "dark"]
