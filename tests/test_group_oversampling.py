@@ -54,7 +54,7 @@ def test_bad_group_weights_name_the_key(tmp_path: Path, value: object, message: 
 def _with_groups(data: Path, dest: Path) -> Path:
     """A copy of a prepared dataset with a `group` column added to its Arrow files (the
     fingerprint left as is, so the zoo still matches): identities 0, 1, 8, 9, 16, 17, ... are
-    dark, the others light: a quarter dark, both genders in each group of every split."""
+    dark, the others light (a quarter dark)."""
     shutil.copytree(data, dest)
     for p in (dest / "arrow").glob("*.arrow"):
         table = ipc.open_file(pa.memory_map(str(p), "r")).read_all()
@@ -191,3 +191,28 @@ def test_a_space_checks_group_weights_and_worst_group_against_the_dataset(
     with pytest.raises(ConfigError, match="metric 'val_worst_group_privacy' needs a dataset "
                                           "with skin-tone groups"):
         check_space_groups(constrained, plain)
+
+
+def test_the_zoo_report_gives_each_judge_per_group_and_gender(problem: tuple[Path, Path],
+                                                              tmp_path: Path) -> None:
+    from san_search.zoo_report import format_table, score_zoo
+
+    data, zoo = problem
+    from san_search.data import open_dataset
+
+    grouped = _with_groups(data, tmp_path / "grouped")
+    test = open_dataset(grouped).split("test")
+    assert test.group is not None
+    present = {f"accuracy.{g}_{'male' if s else 'female'}"
+               for g, s in zip(test.group, test.gender, strict=True)}
+    rows, _ = score_zoo(zoo, grouped, third_party=False)
+    g = next(r for r in rows if r.name == "g_test")
+    cells = {k for k in g.metrics if k.startswith("accuracy.")}
+    assert cells == present and len(cells) >= 2
+    assert all(0 <= g.metrics[c] <= 1 for c in cells)
+    m = next(r for r in rows if r.name == "m_test")
+    assert any(k.startswith("tar.light") for k in m.metrics)
+    table = format_table(rows)
+    assert "per skin-tone group x gender" in table and "light_female" in table
+    plain = format_table(score_zoo(zoo, data, third_party=False)[0])
+    assert plain.count("skin-tone groups: none") == 1 and "light_female" not in plain

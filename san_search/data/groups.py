@@ -231,6 +231,38 @@ def by_group(group: np.ndarray, gender: np.ndarray, male_scores: Mapping[str, np
     return rows
 
 
+def cell_name(group: str, male: bool | None) -> str:
+    """A group x gender cell's key part: `dark_female`; `dark` for the whole group."""
+    return group if male is None else f"{group}_{'male' if male else 'female'}"
+
+
+def originals_by_group(group: np.ndarray, gender: np.ndarray, *,
+                       male_score: np.ndarray | None = None, embedding: np.ndarray | None = None,
+                       pairs: Any = None, far: float = 0.01) -> dict[str, float]:
+    """One judge on original images, per group x gender (the zoo report): a gender
+    classifier's accuracy (`accuracy.<cell>`), or a matcher's TAR of the genuine pairs whose
+    first image is in the cell at the whole split's impostor threshold (`tar.<cell>`)."""
+    gender = np.asarray(gender).astype(bool)
+    out: dict[str, float] = {}
+    if embedding is not None:
+        scores = _pair_scores(embedding, embedding, pairs.a, pairs.b)
+        genuine, impostor = np.flatnonzero(pairs.same), np.flatnonzero(~pairs.same)
+    for name in _names(group):
+        for male in (False, True):
+            sel = _is(group, name) & (gender == male)
+            if not sel.any():
+                continue
+            if male_score is not None:
+                right = (np.asarray(male_score)[sel] > 0.5) == male
+                out[f"accuracy.{cell_name(name, male)}"] = float(right.mean())
+            if embedding is not None:
+                cell = genuine[sel[pairs.a[genuine]]]
+                if len(cell):
+                    out[f"tar.{cell_name(name, male)}"] = tar_at_far(scores[cell],
+                                                                     scores[impostor], far)
+    return out
+
+
 def _names(group: np.ndarray) -> list[str]:
     present = {g for g in group if g is not None}
     return [g for g in GROUPS if g in present] + sorted(present - set(GROUPS))

@@ -134,3 +134,18 @@ def test_an_identity_gets_the_bin_of_its_median_ita() -> None:
     values = np.array([45.0, 5.0, 30.0, np.nan, -40.0, np.nan])
     # a: median 30 -> intermediate for all three photos, the dark-lit one too
     assert identity_groups(ids, values) == ["intermediate"] * 3 + [None, "dark", "dark"]
+
+
+def test_originals_by_group_by_hand() -> None:
+    from san_search.data.groups import originals_by_group
+
+    group, gender, scores, pairs = _toy()
+    acc = originals_by_group(group, gender, male_score=scores["c"])
+    assert acc == {"accuracy.light_female": 1.0, "accuracy.light_male": 1.0,
+                   "accuracy.dark_female": 0.0, "accuracy.dark_male": 1.0}
+    e = np.eye(8)
+    emb = np.repeat(e[::2], 2, axis=0)
+    emb[0] = e[6]  # the light women's pair no longer matches
+    tar = originals_by_group(group, gender, embedding=emb, pairs=pairs)
+    assert tar == {"tar.light_female": 0.0, "tar.light_male": 1.0, "tar.dark_female": 1.0,
+                   "tar.dark_male": 1.0}
