@@ -216,3 +216,13 @@ def test_the_zoo_report_gives_each_judge_per_group_and_gender(problem: tuple[Pat
     assert "per skin-tone group x gender" in table and "light_female" in table
     plain = format_table(score_zoo(zoo, data, third_party=False)[0])
     assert plain.count("skin-tone groups: none") == 1 and "light_female" not in plain
+
+
+def test_the_trade_off_curve_table_gains_the_worst_group_column_only_with_groups() -> None:
+    from san_search.experiment import curve_columns
+    from san_search.metric_names import CURVE_COLUMNS
+
+    plain = [{c: 0.5 for c in CURVE_COLUMNS}]
+    assert curve_columns(plain) == CURVE_COLUMNS
+    grouped = [{**plain[0], "worst_group_privacy": 0.2}]
+    assert curve_columns(grouped) == (*CURVE_COLUMNS, "worst_group_privacy")
