@@ -192,8 +192,8 @@ class PoolScorer:
             **{k: float(np.mean(xs)) for k, xs in pooled.items()},
         })
         self._last = (male_scores, embeddings)
-        if self.has_groups:
-            per_group = group_privacy(male_scores, self.gender, self.view.group)  # type: ignore[arg-type]
+        if self.has_groups and self.view.group is not None:
+            per_group = group_privacy(male_scores, self.gender, self.view.group)
             # nan when no group holds both genders (its AUC is undefined)
             out[mn.WORST_GROUP_PRIVACY] = min(per_group.values(), default=float("nan"))
         return out, curves
