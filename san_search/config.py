@@ -258,8 +258,17 @@ class CandidateConfig:
     images_per_epoch: int = 0  # 0 = every train image each epoch; else a seeded sample
     seed: int = 0
     amp: bool = False  # bfloat16 autocast (CUDA); float32 otherwise
+    # Group oversampling: the train sampler draws each epoch's images with replacement, with
+    # probabilities proportional to the weight of each image's skin-tone group
+    # (`data.groups`); groups left out, and images without a group, weigh 1. Spelled
+    # "dark:3+intermediate:1.5" in `to_dict` (a mapping in YAML works too). None: today's
+    # shuffled epoch, unchanged.
+    group_weights: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.group_weights, str):  # a search space's categorical choice
+            object.__setattr__(self, "group_weights", parse_group_weights(self.group_weights))
+        _check_group_weights(self.group_weights)
         if not self.aux_gender:
             raise ValueError("key 'aux_gender' needs at least one auxiliary gender classifier")
         if self.matcher_distance not in MATCHER_DISTANCES:
@@ -289,6 +298,9 @@ class CandidateConfig:
         configs): flat values, `aux_gender` spelled "a+b"."""
         d = dataclasses.asdict(self)
         d["aux_gender"] = LIST_SEP.join(self.aux_gender)
+        if self.group_weights is not None:
+            d["group_weights"] = LIST_SEP.join(f"{k}:{v:g}" for k, v in
+                                               self.group_weights.items())
         return d
 
     @classmethod
@@ -300,11 +312,50 @@ class CandidateConfig:
         aux = data.get("aux_gender")
         if isinstance(aux, str):
             data = {**data, "aux_gender": [a for a in aux.split(LIST_SEP) if a]}
+        weights = data.get("group_weights")
+        if isinstance(weights, str):
+            try:
+                data = {**data, "group_weights": parse_group_weights(weights)}
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
         return load_dataclass(cls, data, where)
 
     def as_params(self) -> dict[str, str]:
         """MLflow params: `to_dict` as text."""
         return {k: str(v) for k, v in self.to_dict().items()}
+
+
+def parse_group_weights(text: str) -> dict[str, float]:
+    """`group_weights` from its one-line spelling, "dark:3+intermediate:1.5"."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in text.split(LIST_SEP) if p.strip()):
+        name, sep, value = part.rpartition(":")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"key 'group_weights': {part!r} is not group:weight (spell the "
+                             f"mapping like \"dark:3+intermediate:1.5\")") from None
+    return out
+
+
+def _check_group_weights(weights: dict[str, float] | None) -> None:
+    """Weights must be finite, >= 0, and not all zero (the dataset's names are checked when
+    training starts, `data.groups.sample_probabilities`)."""
+    if weights is None:
+        return
+    if not weights:
+        raise ValueError("key 'group_weights' is empty: name at least one group, or leave the "
+                         "key out for no oversampling")
+    for name, w in weights.items():
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not w >= 0 \
+                or w == float("inf"):
+            raise ValueError(f"key 'group_weights': the weight of {name!r} must be a finite "
+                             f"number >= 0, got {w!r}")
+    if sum(weights.values()) == 0:
+        raise ValueError(f"key 'group_weights': the weights sum to zero ({weights}); give at "
+                         "least one group a positive weight")
 
 
 # ------------------------------------------------------------------ how a candidate runs

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from san_search import metric_names as mn
+from san_search.data.groups import by_group, group_privacy, has_groups
 from san_search.data.splits import gallery_probe_split
 from san_search.data.store import SplitView
 from san_search.evaluators import GenderEvaluator, MatcherEvaluator
@@ -102,6 +103,9 @@ class PoolScorer:
             raise ValueError(f"split {view.name!r} has no identity with 2+ images: "
                              "identification has no probe")
         self._ids = np.asarray(view.identity_index)
+        self.has_groups = has_groups(view.group)
+        # the last scoring's raw outputs (male scores, perturbed embeddings), for `by_group`
+        self._last: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
         self._orig_emb = {m.name: m.embed(self.original) for m in pool.matchers}
         self.original_tar, self.original_auc = {}, {}
         self.original_ident: dict[str, dict[str, Any]] = {}
@@ -147,8 +151,10 @@ class PoolScorer:
         images = as_float(images)
         out: dict[str, float] = {}
         privacy, error = [], []
+        male_scores, embeddings = {}, {}
         for g in self.pool.genders:
-            m = gender_scores(g.male_score(images), self.gender)
+            male_scores[g.name] = g.male_score(images)
+            m = gender_scores(male_scores[g.name], self.gender)
             out[f"privacy.{g.name}"], out[f"error.{g.name}"] = m["privacy"], m["error"]
             out[f"gender_auc.{g.name}"] = m["auc"]
             privacy.append(m["privacy"])
@@ -158,6 +164,7 @@ class PoolScorer:
         curves: Curves = {}
         for mt in self.pool.matchers:
             pert, orig = mt.embed(images), self._orig_emb[mt.name]  # embedded once
+            embeddings[mt.name] = pert
             v = pair_verification(pert, orig, pairs.a, pairs.b, pairs.same, self.far)
             u = self._tar_retention(mt.name, v)
             out[f"tar.{mt.name}"], out[f"match_auc.{mt.name}"] = v["tar"], v["auc"]
@@ -186,7 +193,23 @@ class PoolScorer:
             SSIM: float(ssim(images, self.original).mean()),
             **{k: float(np.mean(xs)) for k, xs in pooled.items()},
         })
+        self._last = (male_scores, embeddings)
+        if self.has_groups and self.view.group is not None:
+            per_group = group_privacy(male_scores, self.gender, self.view.group)
+            # nan when no group holds both genders (its AUC is undefined)
+            out[mn.WORST_GROUP_PRIVACY] = min(per_group.values(), default=float("nan"))
         return out, curves
+
+    def by_group(self) -> list[dict[str, Any]]:
+        """The last scoring's privacy and utility per skin-tone group and group x gender,
+        with sizes and the worst group (`data.groups.by_group`); [] without groups."""
+        if not self.has_groups or self._last is None:
+            return []
+        assert self.view.group is not None and self.view.pairs is not None
+        male, pert = self._last
+        return by_group(self.view.group, self.gender, male,
+                        {m: (e, self._orig_emb[m]) for m, e in pert.items()}, self.view.pairs,
+                        self.far)
 
 
 # ------------------------------------------------------------------ transforms

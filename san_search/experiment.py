@@ -20,6 +20,7 @@ from san_search import tracking
 from san_search.config import CandidateConfig, TrainResources
 from san_search.console import Log
 from san_search.data import open_dataset
+from san_search.data.groups import check_group_weights, present_groups
 from san_search.errors import CandidateError
 from san_search.evaluate import (
     PoolScorer,
@@ -35,6 +36,7 @@ from san_search.metric_names import (
     PRIVACY_MEAN,
     SSIM,
     UTILITY_MEAN,
+    WORST_GROUP_PRIVACY,
     final,
     val,
 )
@@ -117,14 +119,22 @@ def image_grid(ev: FinalEvaluation, n: int = 8) -> np.ndarray:
     return (np.clip(np.concatenate([top, bottom], axis=0), 0, 1) * 255).astype(np.uint8)
 
 
+def curve_columns(points: list[dict[str, float]]) -> tuple[str, ...]:
+    """A trade-off curve table's columns: `CURVE_COLUMNS`, then `worst_group_privacy` when
+    the val split has skin-tone groups."""
+    extra = (WORST_GROUP_PRIVACY,) if points and WORST_GROUP_PRIVACY in points[0] else ()
+    return (*CURVE_COLUMNS, *extra)
+
+
 def log_candidate_artifacts(ev: FinalEvaluation, checkpoint: str | Path, title: str, *,
                             tracking_uri: str, run_id: str) -> None:
     """Into the candidate's MLflow run: curve table + figure, baselines, image grid,
     weights, the final point's metrics and each baseline's privacy at the SAN's utility."""
-    tables = {"trade_off_curve.json": {c: [p[c] for p in ev.curve] for c in CURVE_COLUMNS}}
+    cols = curve_columns(ev.curve)
+    tables = {"trade_off_curve.json": {c: [p[c] for p in ev.curve] for c in cols}}
     for name, pts in ev.baselines.items():
         tables[f"baseline_{name}.json"] = {c: [p[c] for p in pts]
-                                           for c in ("strength", *CURVE_COLUMNS[1:])}
+                                           for c in ("strength", *cols[1:])}
     metrics = {final(k): float(v) for k, v in ev.curve[-1].items() if k != ALPHA}
     metrics.update({k: float(v) for k, v in ev.matched.items()})
     tracking.log_candidate(tracking.client_for(tracking_uri), run_id, tables=tables,
@@ -159,6 +169,7 @@ def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
     ds = open_dataset(data)
     z = open_zoo(zoo, expect=ds)
     check_candidate(cfg, z, ds.size, ds.channels)
+    check_group_weights(cfg.group_weights, present_groups(ds), "candidate")
     if resume_from is not None:
         check_san_color(resume_from, ds)
     exp_id = tracking.setup(tracking_uri, experiment)  # unreachable server: fails in seconds

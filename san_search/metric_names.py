@@ -24,6 +24,12 @@ UTILITY_MEAN = "utility_mean"
 UTILITY_MIN = "utility_min"
 SSIM = "ssim"
 POOL = (PRIVACY_MEAN, PRIVACY_MIN, ERROR_MEAN, UTILITY_MEAN, UTILITY_MIN, SSIM)
+# Skin-tone groups (`data.groups`): the lowest privacy of any group (1 - |2 AUC - 1| within
+# the group, pool mean), reported when the split has groups; a val key a search may use.
+WORST_GROUP_PRIVACY = "worst_group_privacy"
+# The columns of a per-group table (one row per method, group and gender).
+GROUP, GENDER, IMAGES = "group", "gender", "images"
+GROUP_TABLE_COLUMNS = (GENDER, IMAGES, PRIVACY_MEAN, UTILITY_MEAN)
 # The columns of a trade-off curve table (one row per alpha).
 ALPHA = "alpha"
 CURVE_COLUMNS = (ALPHA, PRIVACY_MEAN, PRIVACY_MIN, ERROR_MEAN, UTILITY_MEAN, UTILITY_MIN, SSIM)
@@ -83,6 +89,7 @@ _SCENARIO_LABELS = {PROBE_PERTURBED: "probe perturbed", BOTH_PERTURBED: "both pe
 # Short labels for tables and figure axes.
 LABELS = {PRIVACY_MEAN: "privacy", PRIVACY_MIN: "privacy (worst)", ERROR_MEAN: "error",
           UTILITY_MEAN: "utility", UTILITY_MIN: "utility (worst)", SSIM: "SSIM",
+          WORST_GROUP_PRIVACY: "privacy (worst group)",
           UTILITY_BOTH_MEAN: "utility (both perturbed)",
           RANK1_RETENTION: "rank-1 retention",
           RANK1_BOTH_RETENTION: "rank-1 retention (both perturbed)",
@@ -120,7 +127,9 @@ def test(method: str, metric: str) -> str:
 
 # What every trial reports each epoch (val pool, the SAN's privacy output at alpha = 1).
 TRIAL_METRICS = tuple(val(m) for m in (PRIVACY_MEAN, PRIVACY_MIN, UTILITY_MEAN, UTILITY_MIN,
-                                       ERROR_MEAN, SSIM))
+                                       ERROR_MEAN, SSIM, WORST_GROUP_PRIVACY))
+# Of those, what a trial reports only when its dataset has skin-tone groups.
+GROUP_TRIAL_METRICS = (val(WORST_GROUP_PRIVACY),)
 # The search's default objectives.
 DEFAULT_OBJECTIVES = (val(PRIVACY_MEAN), val(UTILITY_MEAN))
 

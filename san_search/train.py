@@ -26,6 +26,7 @@ from torch import nn
 
 from san_search.config import CandidateConfig, TrainResources
 from san_search.data import open_dataset
+from san_search.data.groups import sampling_for
 from san_search.data.store import PreparedDataset
 from san_search.errors import CandidateError, NonFiniteLoss
 from san_search.evaluate import PoolScorer, load_pool, san_transform
@@ -114,6 +115,8 @@ class SanTrainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed + 7919 * rank)
         self.shard = self.ds.split("train").shard(rank, world_size)
+        # group oversampling (`group_weights`): each row's probability; None = shuffled epochs
+        self.sample_p = sampling_for(cfg.group_weights, self.ds, self.shard.group)
         self.model = create("autoencoder", cfg.autoencoder, image_size=self.ds.size,
                             channels=self.ds.channels, **cfg.autoencoder_kwargs()
                             ).to(self.device)
@@ -152,11 +155,16 @@ class SanTrainer:
         return terms
 
     def train_epoch(self) -> dict[str, float]:
-        """One epoch over this worker's shard (or a seeded sample); mean loss terms."""
+        """One epoch over this worker's shard (or a seeded sample); mean loss terms. With
+        `group_weights`, the epoch's images are drawn with replacement, each row with its
+        group's share (`sample_p`), so a small group is seen more often."""
         self.net.train()
         n = len(self.shard)
         per_epoch = min(self.cfg.images_per_epoch or n, n)
-        order = self.rng.permutation(n)[:per_epoch]
+        if self.sample_p is None:
+            order = self.rng.permutation(n)[:per_epoch]
+        else:
+            order = self.rng.choice(n, size=per_epoch, replace=True, p=self.sample_p)
         use_matcher = self.epoch >= self.cfg.matcher_warmup
         sums: dict[str, float] = {}
         steps = 0

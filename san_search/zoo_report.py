@@ -12,8 +12,10 @@ from typing import TypedDict
 import numpy as np
 
 from san_search.data import open_dataset
+from san_search.data.groups import has_groups, originals_by_group
 from san_search.evaluators import EigenfaceMatcher, MajorityGender, third_party_evaluators
-from san_search.metrics import gender_scores, pair_verification
+from san_search.metrics import gender_scores as pooled_gender_scores
+from san_search.metrics import pair_verification
 from san_search.zoo import open_zoo
 
 
@@ -55,9 +57,17 @@ def score_zoo(zoo_path: str | Path, data: str | Path | None = None, *,
     pairs = test.pairs
     assert pairs is not None
     rows: list[Row] = []
+    group = test.group if has_groups(test.group) else None
 
     def pair_scores(emb: np.ndarray) -> dict[str, float]:
-        return pair_verification(emb, emb, pairs.a, pairs.b, pairs.same)
+        extra = (originals_by_group(group, test.gender, embedding=emb, pairs=pairs)
+                 if group is not None else {})
+        return {**pair_verification(emb, emb, pairs.a, pairs.b, pairs.same), **extra}
+
+    def gender_scores(score: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        extra = (originals_by_group(group, labels, male_score=score)
+                 if group is not None else {})
+        return {**pooled_gender_scores(score, labels), **extra}
 
     for name in zoo.names("gender"):
         ev = zoo.gender_evaluator(name)
@@ -98,6 +108,7 @@ def format_table(rows: list[Row]) -> str:
     lines.append("gender: accuracy and ROC-AUC on the test identities' images; matcher: "
                  "TAR at FAR=1% and ROC-AUC on the test pairs; weights: own (trained here), "
                  "commercial or research (pretrained, see licences)")
+    lines += _group_lines(rows)
     for r in rows:
         if r.licence:
             lines.append(f"  {r.name}: {r.licence['source']}; code {r.licence['code_licence']}; "
@@ -128,3 +139,23 @@ def log_report(rows: list[Row], context: ReportContext, table: str,
         texts={"zoo_report.txt": table, "context.json": json.dumps(context, indent=2),
                "licences.json": json.dumps({r.name: r.licence for r in rows if r.licence},
                                            indent=2)})
+
+
+def _group_lines(rows: list[Row]) -> list[str]:
+    """Accuracy (gender) and TAR (matchers) per skin-tone group x gender; one line saying
+    there are none for a dataset without groups."""
+    cells = list(dict.fromkeys(k.split(".", 1)[1] for r in rows for k in r.metrics
+                               if k.startswith(("accuracy.", "tar."))))
+    if not cells:
+        return ["skin-tone groups: none in this dataset, so no per-group columns"]
+    width = max(12, *(len(c) for c in cells))
+    head = f"{'model':<26} " + " ".join(f"{c:>{width}}" for c in cells)
+    out = ["per skin-tone group x gender (ITA bins, a proxy; gender: accuracy, matcher: TAR)",
+           head, "-" * len(head)]
+    for r in rows:
+        key = "accuracy" if r.kind == "gender" else "tar"
+        vals = [r.metrics.get(f"{key}.{c}") for c in cells]
+        if any(v is not None for v in vals):
+            out.append(f"{r.name:<26} " + " ".join(
+                f"{v:>{width}.3f}" if v is not None else f"{'-':>{width}}" for v in vals))
+    return out

@@ -21,7 +21,9 @@ def test_matched_noise_rows_share_one_prefix() -> None:
 
 
 def test_trial_metrics_are_val_keys_of_the_pool() -> None:
-    assert set(mn.TRIAL_METRICS) == {mn.val(m) for m in mn.POOL}
+    # the pool's, plus the worst skin-tone group's (reported on datasets with groups)
+    assert set(mn.TRIAL_METRICS) == {mn.val(m) for m in mn.POOL} | {"val_worst_group_privacy"}
+    assert mn.GROUP_TRIAL_METRICS == ("val_worst_group_privacy",)
     assert mn.DEFAULT_OBJECTIVES == ("val_privacy_mean", "val_utility_mean")
     assert mn.label("val_privacy_mean") == "val privacy"
     assert mn.label("utility_min") == "utility (worst)"

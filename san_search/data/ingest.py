@@ -33,6 +33,7 @@ class Record:
     source: str
     identity: str
     gender: int
+    group: str | None = None  # a manifest's `group` column, when it has one
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class _Row:
     path: Path  # resolved
     identity: str
     gender: int
+    group: str | None = None
 
 
 def _read_manifest_text(csv_path: Path) -> str:
@@ -216,7 +218,8 @@ def _manifest_rows(csv_path: Path, rejected: list[Rejection]) -> list[_Row]:
             why = "no gender label" if not code else f"unknown gender label {code!r}"
             rejected.append(Rejection(rel, f"{why} (line {line_no}; use M/F or 1/0)"))
         else:
-            rows.append(_Row(line_no, rel, target, identity, _GENDER_CODES[code]))
+            group = (row.get("group") or "").strip() or None
+            rows.append(_Row(line_no, rel, target, identity, _GENDER_CODES[code], group))
     return rows
 
 
@@ -242,7 +245,8 @@ def _dedupe(rows: list[_Row], rejected: list[Rejection]) -> tuple[list[Record], 
             why = "gender conflict: the same image is listed as " + _listed_as(genders)
         else:
             first = group[0]
-            records.append(Record(first.path, first.source, first.identity, first.gender))
+            records.append(Record(first.path, first.source, first.identity, first.gender,
+                                  first.group))
             duplicates += len(group) - 1
             continue
         rejected.extend(Rejection(r.source, f"{why} (line {r.line})") for r in group)
@@ -250,7 +254,8 @@ def _dedupe(rows: list[_Row], rejected: list[Rejection]) -> tuple[list[Record], 
 
 
 def list_manifest(root: Path) -> Listing:
-    """List a CSV manifest with columns `path,identity,gender` (gender M/F or 1/0); paths are
+    """List a CSV manifest with columns `path,identity,gender` (gender M/F or 1/0), and an
+    optional `group` (any names; an empty cell is no group); paths are
     relative to the CSV's folder. `root` is the CSV file, or a folder holding `manifest.csv`.
 
     A path that resolves outside that folder (``..``, absolute, or through a symlink) is

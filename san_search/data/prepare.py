@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from san_search import __version__
+from san_search.data.groups import GROUPS, group_sizes, identity_groups
 from san_search.data.ingest import DEFAULT_CROP, FORMATS, Record, Rejection, list_records
 from san_search.data.preprocess import Settings, decode_many
 from san_search.data.splits import SPLITS, cap_per_identity, make_pairs, split_identities
@@ -65,13 +66,15 @@ def build_dataset(
     rejected: list[Rejection],
     overwrite: bool = False,
     extra_info: dict[str, Any] | None = None,
+    groups: GroupColumns | None = None,
 ) -> dict[str, Any]:
     """Split, pair, compute prototypes and write the dataset atomically. Returns dataset.json.
     `images` are (N, S, S) gray or (N, S, S, 3) rgb; dataset.json records which as `color`
-    (a hashed setting), and the prototypes have the images' shape."""
+    (a hashed setting), and the prototypes have the images' shape. `groups`: each image's
+    skin-tone group and ITA (none: a dataset without groups)."""
     gender = np.asarray(gender, dtype=np.int8)
     settings = {**settings, "color": color_of_images(images)}
-    rows = _split_rows(images, identity, gender, source_path, options)
+    rows = _split_rows(images, identity, gender, source_path, options, groups)
     train = rows["train"]
     prototypes = {
         GENDER_NAMES[g]: (train.images[train.gender == g].astype(np.float64).mean(axis=0) / 255.0)
@@ -94,12 +97,28 @@ def build_dataset(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **(extra_info or {}),
     }
+    if groups is not None and any(g is not None for g in groups.group):
+        info["groups"] = {"source": groups.source,
+                          "sizes": {split: group_sizes(rows[split].group or [],
+                                                       rows[split].gender)
+                                    for split in SPLITS}}
     write_dataset(out, rows, prototypes, info, rejected, overwrite=overwrite)
     return info
 
 
+@dataclass(frozen=True)
+class GroupColumns:
+    """Each image's skin-tone group (None: unknown) and ITA (nan: unmeasured), and where the
+    groups came from: `ita` (binned, `data.groups`) or `manifest` (its `group` column)."""
+
+    group: list[str | None]
+    ita: np.ndarray
+    source: str
+
+
 def _split_rows(images: np.ndarray, identity: list[str], gender: np.ndarray,
-                source_path: list[str], options: BuildOptions) -> dict[str, SplitRows]:
+                source_path: list[str], options: BuildOptions,
+                groups: GroupColumns | None = None) -> dict[str, SplitRows]:
     """Assign identities to splits, order each split's rows and draw its verification pairs."""
     names = sorted(set(identity))
     code = {n: i for i, n in enumerate(names)}
@@ -131,6 +150,8 @@ def _split_rows(images: np.ndarray, identity: list[str], gender: np.ndarray,
             gender=gender[sel] if sel else np.zeros(0, np.int8),
             source_path=[source_path[i] for i in sel],
             pairs=pairs,
+            group=None if groups is None else [groups.group[i] for i in sel],
+            ita=None if groups is None else np.asarray(groups.ita, np.float64)[sel],
         )
     return rows
 
@@ -207,7 +228,7 @@ def prepare(
     )
     settings = Settings(size=size, crop=crop, detect=detect, color=color)
     rejected = list(listing.rejected)
-    images, ok, raw_hashes = _decode(records, settings, workers, rejected, progress, t0)
+    images, ok, raw_hashes, ita = _decode(records, settings, workers, rejected, progress, t0)
     kept = np.flatnonzero(ok)
     info = build_dataset(
         out,
@@ -228,8 +249,17 @@ def prepare(
         overwrite=overwrite,
         extra_info={"root": str(root), "seconds": round(time.perf_counter() - t0, 1),
                     "duplicates_dropped": listing.duplicates},
+        groups=_groups([records[i] for i in kept], ita[kept]),
     )
     return info
+
+
+def _groups(records: list[Record], ita: np.ndarray) -> GroupColumns:
+    """The group of each kept image: a manifest's `group` column when it has one, else the
+    ITA bin of the identity (`identity_groups`)."""
+    if any(r.group is not None for r in records):
+        return GroupColumns([r.group for r in records], ita, "manifest")
+    return GroupColumns(identity_groups([r.identity for r in records], ita), ita, "ita")
 
 
 def _check_settings(fmt: str, size: int, crop: float | None, max_per_identity: int) -> float:
@@ -247,13 +277,15 @@ def _check_settings(fmt: str, size: int, crop: float | None, max_per_identity: i
 
 def _decode(records: list[Record], settings: Settings, workers: int | None,
             rejected: list[Rejection], progress: Progress, t0: float
-            ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decode every record's image: (images, which decoded, raw SHA-256 of each file).
+            ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """Decode every record's image: (images, which decoded, raw SHA-256 of each file, skin
+    ITA of each source (nan: unmeasured)).
     Undecodable images are appended to `rejected`; progress is reported every tenth."""
     size = settings.size
     shape = (size, size, 3) if settings.color == "rgb" else (size, size)
     images = np.zeros((len(records), *shape), np.uint8)
     ok = np.zeros(len(records), bool)
+    ita = np.full(len(records), np.nan)
     raw_hashes: list[str] = []
     step = max(1, len(records) // 10)
     for i, dec in enumerate(decode_many([r.path for r in records], settings, workers=workers)):
@@ -262,10 +294,11 @@ def _decode(records: list[Record], settings: Settings, workers: int | None,
         else:
             images[i] = np.frombuffer(dec.pixels, np.uint8).reshape(shape)
             ok[i] = True
+            ita[i] = np.nan if dec.ita is None else dec.ita
         raw_hashes.append(dec.raw_sha256)
         if (i + 1) % step == 0 or i + 1 == len(records):
             progress(f"  decoded {i + 1}/{len(records)} ({time.perf_counter() - t0:.1f} s)")
-    return images, ok, raw_hashes
+    return images, ok, raw_hashes, ita
 
 
 def summary_table(info: dict[str, Any], out: Path | None = None) -> str:
@@ -293,6 +326,7 @@ def summary_table(info: dict[str, Any], out: Path | None = None) -> str:
         + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(rej.items())) + ")" if rej else "")
         + (f" -> {out / 'rejected.csv'}" if out is not None and n_rej else "")
     )
+    lines += _group_lines(info)
     if info.get("duplicates_dropped"):
         lines.append(f"duplicate rows dropped: {info['duplicates_dropped']}")
     lines.append(
@@ -300,3 +334,19 @@ def summary_table(info: dict[str, Any], out: Path | None = None) -> str:
         f"fingerprint {info['fingerprint'][:16]}"
     )
     return "\n".join(lines)
+
+
+def _group_lines(info: dict[str, Any]) -> list[str]:
+    """The summary's skin-tone group sizes (all splits, by gender), when the dataset has them."""
+    groups = info.get("groups")
+    if not groups:
+        return ["skin-tone groups: none (no colour source or manifest group column)"]
+    total: dict[str, Counter[str]] = {}
+    for sizes in groups["sizes"].values():
+        for g, by_gender in sizes.items():
+            total.setdefault(g, Counter()).update(by_gender)
+    order = [*(g for g in GROUPS if g in total), *sorted(set(total) - {*GROUPS, "none"}),
+             *(["none"] if "none" in total else [])]
+    cells = ", ".join(f"{g} {total[g]['female'] + total[g]['male']} ({total[g]['female']} f / "
+                      f"{total[g]['male']} m)" for g in order)
+    return [f"skin-tone groups ({groups['source']}): {cells}"]

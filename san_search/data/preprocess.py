@@ -49,6 +49,7 @@ class Decoded:
     pixels: bytes | None
     raw_sha256: str
     error: str | None = None
+    ita: float | None = None  # the source photo's skin ITA (`data.groups`), None: unmeasured
 
 
 _CASCADE = None
@@ -198,9 +199,9 @@ def _failure(exc: Exception) -> str:
     return f"corrupt or unsupported image: {exc}"
 
 
-def decode_file(path: Path, settings: Settings) -> Decoded:
+def decode_file(path: Path, settings: Settings, *, ita: bool = False) -> Decoded:
     """Read one file and preprocess it; failures come back as `Decoded.error`, never raised,
-    so one bad file never stops a batch."""
+    so one bad file never stops a batch. With `ita`, also measure the source's skin ITA."""
     img, digest, error = read_image(path)
     if img is None:
         return Decoded(None, digest, error)
@@ -210,18 +211,29 @@ def decode_file(path: Path, settings: Settings) -> Decoded:
         return Decoded(None, digest, _failure(exc))
     if face is None:
         return Decoded(None, digest, "no face found")
-    return Decoded(face.tobytes(), digest)
+    return Decoded(face.tobytes(), digest, ita=_source_ita(img, settings) if ita else None)
+
+
+def _source_ita(img: Image.Image, settings: Settings) -> float | None:
+    """The skin ITA of the colour source (`data.groups.image_ita`); None when it fails."""
+    from san_search.data.groups import image_ita
+
+    try:
+        return image_ita(img, settings)
+    except Exception:  # noqa: BLE001 - a group is optional: never reject an image for it
+        return None
 
 
 def _decode_chunk(args: tuple[list[str], Settings]) -> list[Decoded]:
     paths, settings = args
-    return [decode_file(Path(p), settings) for p in paths]
+    return [decode_file(Path(p), settings, ita=True) for p in paths]
 
 
 def decode_many(
     paths: Sequence[Path], settings: Settings, *, workers: int | None = None, chunk: int = 64
 ) -> Iterator[Decoded]:
-    """Decode `paths` in order, in `workers` processes (default: all cores)."""
+    """Decode `paths` in order, in `workers` processes (default: all cores), with each
+    source's skin ITA (`data prepare` stores it)."""
     workers = workers or os.cpu_count() or 1
     chunks = [
         ([str(p) for p in paths[i : i + chunk]], settings) for i in range(0, len(paths), chunk)

@@ -6,7 +6,9 @@ A prepared dataset is a folder:
   bytes, row-major, for `color` gray; size*size*3, R, G, B interleaved, for rgb),
   `identity` (name), `identity_index` (int32; train identities are 0..n_train-1, so it
   doubles as a class label for matchers, then val, then test), `gender` (int8, 0 = female,
-  1 = male), `split`, `source_path` (relative to the input root).
+  1 = male), `split`, `source_path` (relative to the input root), and `group` (string, null
+  when unknown) and `ita` (float32, null when unmeasured): the image's skin-tone group
+  (`san_search.data.groups`). Datasets written before these two columns open without groups.
 - `arrow/<split>.arrow`: the same rows as uncompressed Arrow IPC, one record batch per split,
   memory-mapped by `open_dataset` so images are numpy views with no copy. Derived from the
   Parquet shards and rebuilt from them when missing.
@@ -47,6 +49,9 @@ ROWS_PER_SHARD = 4096
 GENDER_NAMES = ("female", "male")
 
 
+GROUP_COLUMNS = (("group", pa.string()), ("ita", pa.float32()))
+
+
 def schema(size: int, channels: int = 1) -> pa.Schema:
     return pa.schema(
         [
@@ -56,6 +61,7 @@ def schema(size: int, channels: int = 1) -> pa.Schema:
             ("gender", pa.int8()),
             ("split", pa.string()),
             ("source_path", pa.string()),
+            *GROUP_COLUMNS,
         ]
     )
 
@@ -70,6 +76,8 @@ class SplitRows:
     gender: np.ndarray  # (N,) int8
     source_path: list[str]
     pairs: Pairs | None = None
+    group: list[str | None] | None = None  # skin-tone group per row (None: unknown)
+    ita: np.ndarray | None = None  # (N,) float, nan where unmeasured
 
     def table(self, split: str) -> pa.Table:
         n, s = self.images.shape[:2]
@@ -86,9 +94,17 @@ class SplitRows:
                 pa.array(self.gender, pa.int8()),
                 pa.array([split] * n, pa.string()),
                 pa.array(self.source_path, pa.string()),
+                *self._group_arrays(n),
             ],
             schema=schema(s, c),
         )
+
+
+    def _group_arrays(self, n: int) -> list[pa.Array]:
+        group = self.group if self.group is not None else [None] * n
+        ita = np.full(n, np.nan) if self.ita is None else np.asarray(self.ita, np.float64)
+        return [pa.array(group, pa.string()),
+                pa.array(ita.astype(np.float32), pa.float32(), mask=np.isnan(ita))]
 
 
 def fingerprint(settings: dict[str, Any], splits: dict[str, SplitRows], raw: list[str]) -> str:
@@ -110,6 +126,9 @@ def fingerprint(settings: dict[str, Any], splits: dict[str, SplitRows], raw: lis
         if rows.pairs is not None:
             for arr in (rows.pairs.a, rows.pairs.b, rows.pairs.same):
                 h.update(np.ascontiguousarray(arr).tobytes())
+        if rows.group is not None and any(g is not None for g in rows.group):
+            # only when groups exist, so a dataset without them keeps its fingerprint
+            h.update("\n".join(g or "" for g in rows.group).encode())
     h.update("\n".join(sorted(raw)).encode())
     return h.hexdigest()
 
@@ -198,6 +217,8 @@ class SplitView:
     identity: pa.Array = field(repr=False)  # (N,) names, as Arrow strings
     source_path: pa.Array = field(repr=False)
     pairs: Pairs | None = None
+    group: np.ndarray | None = field(default=None, repr=False)  # (N,) object: str or None
+    ita: np.ndarray | None = field(default=None, repr=False)  # (N,) float32, nan: unmeasured
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -219,6 +240,7 @@ class SplitView:
             self.identity.take(pa.array(idx)),
             self.source_path.take(pa.array(idx)),
             None,
+            *_rows_of(idx, self.group, self.ita),
         )
 
     def identity_subset(self, fraction: float, seed: int = 0) -> SplitView:
@@ -240,7 +262,8 @@ class SplitView:
         take = pa.array(idx)
         return SplitView(self.name, self.images[idx], self.gender[idx],
                          self.identity_index[idx], self.identity.take(take),
-                         self.source_path.take(take), pairs)
+                         self.source_path.take(take), pairs,
+                         *_rows_of(idx, self.group, self.ita))
 
     def torch_images(self) -> Any:
         """The images as a uint8 torch tensor (N, S, S[, 3]) sharing memory with the mapped file.
@@ -253,6 +276,20 @@ class SplitView:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # non-writable buffer
             return torch.from_numpy(self.images)
+
+
+def _rows_of(idx: np.ndarray, *columns: np.ndarray | None) -> list[np.ndarray | None]:
+    return [None if c is None else c[idx] for c in columns]
+
+
+def _group_columns(table: pa.Table) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A split's `group` (object array) and `ita` (float32, nan = null) columns, or Nones for
+    a dataset written before them."""
+    if "group" not in table.column_names:
+        return None, None
+    group = np.array(table.column("group").to_pylist(), dtype=object)
+    ita = table.column("ita").to_numpy(zero_copy_only=False).astype(np.float32)
+    return group, ita
 
 
 @dataclass(frozen=True)
@@ -353,5 +390,6 @@ def open_dataset(path: str | Path) -> PreparedDataset:
             table.column("identity").combine_chunks(),
             table.column("source_path").combine_chunks(),
             pairs,
+            *_group_columns(table),
         )
     return PreparedDataset(path, info, prototypes, views)

@@ -11,6 +11,7 @@ from san_search import metric_names as mn
 from san_search.ensemble.orchestration import (
     Selection,
     format_rows,
+    group_columns,
     per_evaluator_columns,
     trade_off_figure,
 )
@@ -64,16 +65,38 @@ def model_card(manifest: dict[str, Any]) -> str:
 
 def _card_test_pool(manifest: dict[str, Any]) -> list[str]:
     test = manifest["test"]
+    cols = [*mn.TEST_COLUMNS, *group_columns(test)]
     lines = ["", "## Test pool (never used during search or selection)", "",
-             "| method | " + " | ".join(mn.LABELS[k] for k in mn.TEST_COLUMNS) + " |",
-             "|---|" + "---|" * len(mn.TEST_COLUMNS)]
+             "| method | " + " | ".join(mn.LABELS[k] for k in cols) + " |",
+             "|---|" + "---|" * len(cols)]
     for r in test:
-        lines.append(f"| {r[METHOD]} | "
-                     + " | ".join(f"{r[k]:.3f}" for k in mn.TEST_COLUMNS) + " |")
+        lines.append(f"| {r[METHOD]} | " + " | ".join(f"{r[k]:.3f}" for k in cols) + " |")
     return lines + ["", "Per evaluator (privacy = 1 - |2 AUC - 1| per gender classifier; "
                     "utility = TAR@1%FAR retention per matcher):", "", "```",
                     format_rows(test, per_evaluator_columns(test), METHOD), "```"
-                    ] + _card_identification(test)
+                    ] + _card_identification(test) + _card_groups(manifest.get("test_groups"))
+
+
+def _card_groups(rows: list[dict[str, Any]] | None) -> list[str]:
+    """Privacy and utility per skin-tone group x gender, with sizes; one line saying there
+    are none for a dataset without groups."""
+    if not rows:
+        return ["", "### By skin-tone group", "",
+                "The dataset has no skin-tone groups (no colour source or manifest `group` "
+                "column): no per-group results."]
+    cols = mn.GROUP_TABLE_COLUMNS
+    return ["", "### By skin-tone group", "",
+            "Groups are bins of the Individual Typology Angle of each face's skin pixels, "
+            "measured on the colour source photo (light > 41 deg, intermediate 10..41, dark "
+            "<= 10; Chardon et al.'s scale merged), or a manifest's own `group` column. ITA is "
+            "a proxy for skin tone in a photo, not a label of the person. A group's privacy "
+            "is 1 - |2 AUC - 1| within the group; a group x gender cell holds one gender, so "
+            "its privacy is 1 - |2 acc - 1| of the classifiers' decisions. Utility is the "
+            "TAR@1%FAR retention of the cell's genuine pairs at the whole split's threshold.",
+            "", "| method | group | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)
+            ] + [f"| {r[METHOD]} | {r[mn.GROUP]} | "
+                 + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])
+                              for c in cols) + " |" for r in rows]
 
 
 def _card_identification(test: list[dict[str, Any]]) -> list[str]:

@@ -179,8 +179,10 @@ def write_predictor(folder: Path, zoo: Zoo, name: str, sample: np.ndarray) -> fl
 
 
 def selection_copy(sel: Selection) -> dict[str, Any]:
-    """The manifest's copy of the selection: its settings and both tables."""
-    return {"selection": sel.settings, "val": sel.val_table, "test": sel.test_table}
+    """The manifest's copy of the selection: its settings, both tables and the test pool per
+    skin-tone group (`test_groups`, empty without groups)."""
+    return {"selection": sel.settings, "val": sel.val_table, "test": sel.test_table,
+            "test_groups": sel.test_groups}
 
 
 def build_manifest(sel: Selection, policy: str, members: list[dict[str, Any]],

@@ -90,6 +90,9 @@ class Selection:
     created: str
     # the test pool's CMC records (`scoring.cmc_rows`); empty in a selection made before them
     test_cmc: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the test pool per skin-tone group x gender (`scoring.test_report`'s `groups_out`);
+    # empty for a dataset without groups or a selection made before them
+    test_groups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def save(self, folder: Path) -> Path:
         path = folder / "ensemble" / SELECTION_FILE
@@ -246,15 +249,30 @@ def ident_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [k for k in mn.TEST_IDENT_COLUMNS if rows and k in rows[0]]
 
 
-def format_test_table(test_table: list[dict[str, Any]]) -> str:
+def format_test_table(test_table: list[dict[str, Any]],
+                      test_groups: Sequence[dict[str, Any]] = ()) -> str:
     text = ("test pool (never used before): pooled, then per evaluator\n"
-            + format_rows(test_table, mn.TEST_COLUMNS, METHOD) + "\n"
-            + format_rows(test_table, per_evaluator_columns(test_table), METHOD))
+            + format_rows(test_table, [*mn.TEST_COLUMNS, *group_columns(test_table)], METHOD)
+            + "\n" + format_rows(test_table, per_evaluator_columns(test_table), METHOD))
     ident = ident_columns(test_table)
     if ident:
         text += ("\nidentification (closed set, pool mean over matchers) and both-perturbed "
                  "verification\n" + format_rows(test_table, ident, METHOD))
+    if test_groups:
+        text += ("\nper skin-tone group x gender (ITA bins are a proxy, not a label; "
+                 "cell privacy 1 - |2 acc - 1|)\n" + format_group_rows(test_groups))
     return text
+
+
+def group_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The worst-group column, when the table has it (a dataset with skin-tone groups)."""
+    return [mn.WORST_GROUP_PRIVACY] if rows and mn.WORST_GROUP_PRIVACY in rows[0] else []
+
+
+def format_group_rows(test_groups: Sequence[dict[str, Any]]) -> str:
+    """The per-group table: one row per method, group and gender, with sizes."""
+    labelled = [{**r, "method / group": f"{r[METHOD]} / {r[mn.GROUP]}"} for r in test_groups]
+    return format_rows(labelled, mn.GROUP_TABLE_COLUMNS, "method / group")
 
 
 def select(search: str, *, search_dir: str | Path, size: int, min_utility: float = 0.5,
@@ -278,9 +296,10 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
     members = _member_records(sc, chosen)
     best_single = int(np.argmax([sc.vs.metrics[i][mn.PRIVACY_MEAN] for i in chosen]))
     log(f"scoring the ensemble on the test pool ({', '.join(m['name'] for m in members)})")
+    test_groups: list[dict[str, Any]] = []
     test_table, test_cmc = test_report([feasible[i].checkpoint for i in chosen], best_single,
-                                       ds, zoo, predictor, seed, third_party, log)
-    log(format_test_table(test_table))
+                                       ds, zoo, predictor, seed, third_party, log, test_groups)
+    log(format_test_table(test_table, test_groups))
     sel = Selection(
         record.name, members, predictor, policy, seed, record.data, record.zoo,
         record.data_fingerprint, record.tracking_uri, record.experiment_id,
@@ -291,7 +310,7 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
         val_table, test_table,
         [{"name": sc.vs.names[i], "run_id": feasible[i].run_id, **sc.vs.metrics[i]}
          for i in np.flatnonzero(sc.eligible)],
-        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), test_cmc)
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), test_cmc, test_groups)
     sel.ensemble_run_id = log_selection(sel)
     path = sel.save(folder)
     log(f"ensemble of {size} recorded in {path} and MLflow run {sel.ensemble_run_id}")
@@ -336,7 +355,7 @@ def selection_metrics(sel: Selection) -> dict[str, float]:
     `val_<term>` of the chosen set."""
     out: dict[str, float] = {}
     for r in sel.test_table:
-        for k in (*mn.TEST_COLUMNS, *ident_columns([r])):
+        for k in (*mn.TEST_COLUMNS, *ident_columns([r]), *group_columns([r])):
             out[mn.test(r[METHOD], k)] = float(r[k])
         if r.get(SIGMA) is not None:
             out[mn.test(r[METHOD], SIGMA)] = float(r[SIGMA])
@@ -348,7 +367,8 @@ def selection_metrics(sel: Selection) -> dict[str, float]:
 
 def log_selection(sel: Selection) -> str:
     """An `ensemble` child run under the search's parent: settings, members, both tables,
-    the test pool's CMC curves (`ensemble_test_cmc.json`), the figure, and the headline
+    the test pool's CMC curves (`ensemble_test_cmc.json`), its per-group table when the
+    dataset has skin-tone groups (`ensemble_test_groups.json`), the figure, and the headline
     metrics."""
     from san_search import tracking
 
@@ -363,6 +383,10 @@ def log_selection(sel: Selection) -> str:
         tables[name] = {c: [r.get(c) for r in rows] for c in cols}
     if sel.test_cmc:
         tables["ensemble_test_cmc.json"] = cmc_table(sel.test_cmc)
+    if sel.test_groups:
+        cols = [METHOD, mn.GROUP, *mn.GROUP_TABLE_COLUMNS]
+        tables["ensemble_test_groups.json"] = {c: [r.get(c) for r in sel.test_groups]
+                                               for c in cols}
     return tracking.log_child_run(
         sel.tracking_uri, sel.experiment_id, sel.parent_run_id,
         run_name=f"{sel.search}-ensemble",

@@ -190,12 +190,14 @@ def cmc_table(records: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
 
 
 def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDataset, zoo: Zoo,
-                predictor: str, seed: int, third_party: bool = True, log: Log = print
+                predictor: str, seed: int, third_party: bool = True, log: Log = print,
+                groups_out: list[dict[str, Any]] | None = None,
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The test pool's verdict: ensemble (random), ensemble (chain), the best single member
     (by val privacy) and Gaussian noise at the random ensemble's utility (its row carries
     the strength as `sigma`). Returns the table's rows and every method's CMC records
-    (`cmc_rows`).
+    (`cmc_rows`). When the test split has skin-tone groups, each method's per-group rows
+    (`PoolScorer.by_group`, labelled with the method) are appended to `groups_out`.
 
     The noise strength is matched by bisection on a 30% identity subset of the test split
     (the same pool, third-party models included, so the match holds for every matcher; the
@@ -210,11 +212,15 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     rt = torch_runtime(checkpoints, zoo, predictor, ds.prototypes, "random", seed)
     rows: list[dict[str, Any]] = []
     cmc: list[dict[str, Any]] = []
+    if not scorer.has_groups:
+        log(f"  note: {ds.path.name} has no skin-tone groups: no per-group results")
 
     def add(label: str, images: np.ndarray, **extra: Any) -> None:
         metrics, curves = scorer.score_with_curves(images)
         rows.append({METHOD: label, **extra, **metrics})
         cmc.extend(cmc_rows(label, curves))
+        if groups_out is not None:
+            groups_out.extend({METHOD: label, **g} for g in scorer.by_group())
 
     for label, policy in (("ensemble (random)", "random"), ("ensemble (chain)", "chain")):
         add(label, rt.perturb(test.images, policy))

@@ -65,11 +65,13 @@ def bind(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Pat
          ) -> tuple[SearchSpace, PreparedDataset, Zoo]:
     """The space checked against the dataset and zoo: (bound space, dataset, zoo)."""
     from san_search.data import open_dataset
+    from san_search.data.groups import check_space_groups
     from san_search.zoo import open_zoo
 
     space = load_search_space(space_path, overrides)
     ds = open_dataset(data)
     z = open_zoo(zoo, expect=ds)
+    check_space_groups(space, ds)  # group_weights and worst-group metrics need groups
     return space.bind(z, ds.size), ds, z
 
 
