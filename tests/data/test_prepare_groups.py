@@ -53,7 +53,8 @@ def _colour_manifest(root: Path, *, group_column: bool = False) -> Path:
 def test_prepare_stores_ita_groups_from_the_colour_source(tmp_path: Path) -> None:
     manifest = _colour_manifest(tmp_path / "raw")
     out = tmp_path / "ds"
-    info = prepare("manifest", manifest, out, size=16, options=BuildOptions(pairs=10),
+    info = prepare("manifest", manifest, out, size=16, color="gray",
+                   options=BuildOptions(pairs=10),
                    workers=1, progress=_quiet)
     ds = open_dataset(out)
     assert ds.split("train").images.ndim == 3  # the dataset itself stays grayscale
