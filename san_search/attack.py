@@ -62,7 +62,7 @@ class Budget:
     AdamW at `lr` (warm-up and cosine decay, as the zoo), batches of `batch`, `seed`.
     Defaults: a few minutes on 2 CPU cores at 32 px (README)."""
 
-    images: int = 1024
+    images: int = 512
     epochs: int = 2
     lr: float = 2e-3
     batch: int = 64
@@ -324,10 +324,11 @@ def refresh_card(folder: Path, result: dict[str, Any], log: Log = print) -> None
 
 
 def attack_export(folder: str | Path, data: str | Path, zoo_dir: str | Path, budget: Budget,
-                  *, log: Log = print) -> dict[str, Any]:
+                  *, mlflow: bool = True, log: Log = print) -> dict[str, Any]:
     """Attack the export at `folder` with the dataset at `data` and its zoo: attack.json in
-    the folder (atomically), the model card's attack section, and an MLflow run nested under
-    the ensemble's run when the export names one."""
+    the folder (atomically), the model card's attack section, and (with `mlflow`) a run
+    nested under the ensemble's MLflow run when the export names one; its server is checked
+    before the attack starts."""
     from san_search.data import open_dataset
     from san_search.ensemble.serving import MANIFEST, load_ensemble
     from san_search.zoo import open_zoo
@@ -340,6 +341,11 @@ def attack_export(folder: str | Path, data: str | Path, zoo_dir: str | Path, bud
         raise EnsembleError(f"--ensemble {folder} is not an exported ensemble ({MANIFEST} "
                             "missing)")
     loaded = load_ensemble(folder)
+    run = loaded.manifest.get("mlflow", {}) if mlflow else {}
+    if run.get("tracking_uri") and run.get("ensemble_run_id"):
+        from san_search import tracking
+
+        tracking.check_reachable(run["tracking_uri"])  # fail fast, before minutes of training
     ds = open_dataset(data)
     side = loaded.image_size
     if ds.size != side:
@@ -355,13 +361,12 @@ def attack_export(folder: str | Path, data: str | Path, zoo_dir: str | Path, bud
     write_atomic(folder / ATTACK_FILE, to_json(result))
     log(format_attack(result))
     refresh_card(folder, result, log)
-    run = loaded.manifest.get("mlflow", {})
     if run.get("tracking_uri") and run.get("ensemble_run_id"):
         rid = log_attack(result, run["tracking_uri"], run["ensemble_run_id"],
                          loaded.manifest["search"])
         log(f"logged to MLflow run {rid} (nested under the ensemble's run)")
     else:
-        log("note: the export names no MLflow ensemble run; the attack is in "
-            f"{folder / ATTACK_FILE} only")
+        log(("note: the export names no MLflow ensemble run" if mlflow else "--no-mlflow")
+            + f": the attack is in {folder / ATTACK_FILE} only")
     log(f"written {folder / ATTACK_FILE}")
     return result

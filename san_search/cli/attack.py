@@ -43,6 +43,9 @@ def add_attack(sub: Subparsers) -> None:
     p.add_argument("--data", required=True, help="the prepared dataset the ensemble was made "
                    "for")
     p.add_argument("--zoo", required=True, help="the zoo of that dataset")
+    p.add_argument("--no-mlflow", action="store_true",
+                   help="log nothing to MLflow (by default a run nested under the ensemble's "
+                   "run, when the export names one)")
     add_budget_options(p)
     p.set_defaults(func=cmd_attack)
 
@@ -50,5 +53,6 @@ def add_attack(sub: Subparsers) -> None:
 def cmd_attack(args: argparse.Namespace) -> int:
     from san_search.attack import attack_export
 
-    attack_export(args.ensemble, args.data, args.zoo, budget_of(args))
+    attack_export(args.ensemble, args.data, args.zoo, budget_of(args),
+                  mlflow=not args.no_mlflow)
     return 0

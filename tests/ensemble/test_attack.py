@@ -50,6 +50,7 @@ def cli_run(exported: tuple[Path, Selection], problem: tuple[Path, Path],
     return {"rc": rc, "folder": folder, "seen": seen, "data": data}
 
 
+@pytest.mark.slow  # the CLI run: 4 methods x 8 attackers, ~2 min on a shared 2-core machine
 def test_the_attacker_never_trains_on_a_test_identity(cli_run: dict[str, Any]) -> None:
     from san_search.data import open_dataset
 
@@ -67,6 +68,7 @@ def test_the_attacker_never_trains_on_a_test_identity(cli_run: dict[str, Any]) -
         assert _identities(view) <= _identities(train)
 
 
+@pytest.mark.slow
 def test_the_stronger_variant_trains_on_perturbed_and_original_images(
         cli_run: dict[str, Any]) -> None:
     from san_search.data import open_dataset
@@ -85,6 +87,7 @@ def test_the_stronger_variant_trains_on_perturbed_and_original_images(
     assert not np.array_equal(plain[0].images, originals)  # perturbed means changed
 
 
+@pytest.mark.slow
 def test_the_cli_writes_attack_json_with_every_column_and_the_card_shows_it(
         cli_run: dict[str, Any]) -> None:
     from san_search.ensemble.serving import load_ensemble
@@ -113,6 +116,7 @@ def test_the_cli_writes_attack_json_with_every_column_and_the_card_shows_it(
     assert ATTACK_FILE in loaded.manifest["files"]
 
 
+@pytest.mark.slow  # three attacks
 def test_fixed_seeds_give_the_same_numbers_twice(exported: tuple[Path, Selection],
                                                  problem: tuple[Path, Path]) -> None:
     from san_search.data import open_dataset
@@ -130,6 +134,29 @@ def test_fixed_seeds_give_the_same_numbers_twice(exported: tuple[Path, Selection
     other = attack.run_attack(rt, 0, ds, zoo, Budget(24, 1, 2e-3, 12, seed=1), (),
                               log=lambda _: None)["rows"]
     assert other != a  # the seed matters: the numbers are not constant
+
+
+def test_the_training_sets_hold_train_identities_only_and_both_kinds_of_image(
+        problem: tuple[Path, Path]) -> None:
+    """The fast check of what `_attack_method` trains on (the slow CLI run spies on it)."""
+    from san_search.data import open_dataset
+
+    ds = open_dataset(problem[0])
+    train, test = ds.split("train"), ds.split("test")
+    rows = attack.train_rows(train, TINY)
+    assert len(rows) == 24 and len(set(rows.tolist())) == 24
+    assert np.array_equal(rows, attack.train_rows(train, TINY))  # seeded
+    fake = 255 - np.asarray(train.images[rows])  # a stand-in for the ensemble's output
+    plain = attack.attack_train_set(train, rows, fake, with_originals=False)
+    plus = attack.attack_train_set(train, rows, fake, with_originals=True)
+    test_ids = set(identity_genders(test.identity_index, test.gender))
+    for view in (plain, plus):
+        assert set(identity_genders(view.identity_index, view.gender)).isdisjoint(test_ids)
+        assert _identities(view).isdisjoint(_identities(test))
+    np.testing.assert_array_equal(plain.images, fake)
+    np.testing.assert_array_equal(plus.images, np.concatenate([fake, train.images[rows]]))
+    np.testing.assert_array_equal(plus.gender, np.concatenate([train.gender[rows]] * 2))
+    assert len(plus.identity) == len(plus.source_path) == 48
 
 
 def test_a_missing_ensemble_folder_is_named(problem: tuple[Path, Path], tmp_path: Path,
@@ -167,3 +194,30 @@ def test_a_bad_budget_names_its_option() -> None:
         Budget(images=0)
     with pytest.raises(Exception, match="--attack-lr must be positive"):
         Budget(lr=0.0)
+
+
+def test_the_attack_is_logged_nested_under_the_ensemble_run_with_its_budget(
+        tmp_path: Path) -> None:
+    from san_search import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.setup(uri, "attack")
+    client = tracking.client_for(uri)
+    ens = client.create_run(exp_id, run_name="s-ensemble").info.run_id
+    cols = {column("g", i, d): 0.25 for i in INITS for d in DATA}
+    result = {"budget": {"images": 24, "epochs": 1, "lr": 0.002, "batch": 12, "seed": 0},
+              "train_images": 24, "attackers": [{"model": "g", "arch": "paper_cnn",
+                                                 "role": "test"}],
+              "rows": [{"method": "ensemble (random)", "privacy_mean": 0.5,
+                        "privacy_min": 0.4, **cols, ATTACK_MIN: 0.25,
+                        "attack_worst": column("g", "scratch", "perturbed")}]}
+    rid = attack.log_attack(result, uri, ens, "s")
+    run = client.get_run(rid)
+    assert run.data.tags["mlflow.parentRunId"] == ens
+    assert run.data.tags[tracking.KIND_TAG] == "attack"
+    assert run.data.params["attack_images"] == "24"
+    assert run.data.params["attack_epochs"] == "1"
+    assert run.data.params["attackers"] == "g:paper_cnn"
+    assert run.data.metrics["test_ensemble_random_attack_privacy_min"] == 0.25
+    assert run.data.metrics["test_ensemble_random_privacy_mean"] == 0.5
+    assert run.info.status == "FINISHED"
