@@ -128,10 +128,12 @@ def evaluate_matcher(model: nn.Module, view: SplitView, device: str = "cpu") -> 
     return pair_verification(emb, emb, view.pairs.a, view.pairs.b, view.pairs.same)
 
 
-def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn.Module,
-                                                                           dict[str, Any]]:
+def train_model(spec: ModelSpec, data: str | Path, log: Log = print, *,
+                train: SplitView | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Train one zoo model on the dataset at `data`; returns the model (CPU, eval mode) and its
-    metadata. Plain PyTorch: runs inside a Ray task, or alone (a GPU check, a notebook)."""
+    metadata. Plain PyTorch: runs inside a Ray task, or alone (a GPU check, a notebook).
+    `train` replaces the dataset's train split as what the model learns from (the adaptive
+    attacker's perturbed faces, `san_search.attack`); val still reports each epoch."""
     t0 = time.perf_counter()
     ds = open_dataset(data)
     device = _device(spec)
@@ -149,7 +151,7 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print) -> tuple[nn
     if spec.weights:
         _load_local_weights(model, spec.weights, log)
     model.to(device)
-    train, val = ds.split("train"), ds.split("val")
+    train, val = ds.split("train") if train is None else train, ds.split("val")
     if spec.kind == "gender":
         labels = train.gender.astype(np.int64)
         head: nn.Module | None = None

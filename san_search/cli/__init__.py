@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from san_search import __version__
+from san_search.cli.attack import add_attack
 from san_search.cli.data import add_data_prepare, add_data_synth
 from san_search.cli.demo import add_demo
 from san_search.cli.ensemble import add_ensemble_export, add_ensemble_select, add_perturb
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ensemble_export(ensemble)
     add_perturb(sub)
     add_evaluate_photos(sub)
+    add_attack(sub)
     keys = add_group(sub, "keys", "make the key pair that signs exports", "SUBCOMMAND")
     add_keys_generate(keys)
     add_demo(sub)

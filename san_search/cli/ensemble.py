@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from san_search.cli.attack import add_budget_options, budget_of
 from san_search.cli.options import Subparsers
 
 
@@ -33,6 +34,11 @@ def add_ensemble_select(sub: Subparsers) -> None:
                     "'K random from the front' (0)")
     es.add_argument("--no-third-party", action="store_true",
                     help="leave dlib and the ONNX gender model out of the test pool")
+    es.add_argument("--attack", action="store_true",
+                    help="also run the adaptive attacker on the chosen ensemble (as `san-search "
+                    "attack`; its budget: the --attack-* options); its table follows the test "
+                    "table and ships with the export")
+    add_budget_options(es)
     es.set_defaults(func=cmd_ensemble_select)
 
 
@@ -43,7 +49,8 @@ def cmd_ensemble_select(args: argparse.Namespace) -> int:
     select(args.search, search_dir=args.search_dir, size=args.size,
            min_utility=args.min_utility,
            weights=Weights(args.diversity_weight, args.hv_weight), seed=args.seed,
-           policy=args.policy, third_party=not args.no_third_party)
+           policy=args.policy, third_party=not args.no_third_party,
+           attack=budget_of(args) if args.attack else None)
     return 0
 
 

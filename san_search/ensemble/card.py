@@ -4,10 +4,12 @@ the pretrained models' licences), beside the trade-off figure."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from san_search import metric_names as mn
+from san_search.attack import ATTACK_FILE, ATTACK_MIN, DATA, INITS, column
 from san_search.ensemble.orchestration import (
     Selection,
     format_rows,
@@ -23,8 +25,9 @@ CARD, FIGURE = "README.md", "trade_off.png"
 CARD_VAL = (mn.PRIVACY_MEAN, mn.UTILITY_MEAN, mn.SSIM)
 
 
-def model_card(manifest: dict[str, Any]) -> str:
-    """README.md of an export folder, from its manifest."""
+def model_card(manifest: dict[str, Any], attack: dict[str, Any] | None = None) -> str:
+    """README.md of an export folder, from its manifest (and the adaptive attacker's result,
+    `attack.json`, when there is one)."""
     members = manifest["members"]
     pre = manifest["preprocessing"]
     val_heads = " | ".join(mn.label(mn.val(k)) for k in CARD_VAL)
@@ -60,7 +63,8 @@ def model_card(manifest: dict[str, Any]) -> str:
         vals = " | ".join(f"{v[k]:.3f}" for k in CARD_VAL)
         lines.append(f"| {m['name']} | `{m['run_id']}` | {vals} | {arch} | "
                      f"{c['aux_gender']} | {c['aux_matcher']} |")
-    return "\n".join(lines + _card_test_pool(manifest) + _card_provenance(manifest))
+    return "\n".join(lines + _card_test_pool(manifest) + _card_attack(attack)
+                     + _card_provenance(manifest))
 
 
 def _card_test_pool(manifest: dict[str, Any]) -> list[str]:
@@ -119,6 +123,35 @@ def _card_identification(test: list[dict[str, Any]]) -> list[str]:
         f"| {r[METHOD]} | " + " | ".join(f"{r[k]:.3f}" for k in cols) + " |" for r in test]
 
 
+def _card_attack(attack: dict[str, Any] | None) -> list[str]:
+    """The adaptive attacker's table (`san_search.attack`): privacy against the fixed test
+    classifiers beside each retrained attacker's, with its budget."""
+    if not attack:
+        return []
+    b = attack["budget"]
+    heads = ["privacy (fixed, mean)", "privacy (fixed, worst)"]
+    cols = [mn.PRIVACY_MEAN, mn.PRIVACY_MIN]
+    for a in attack["attackers"]:
+        for i in INITS:
+            for d in DATA:
+                heads.append(f"{a['arch']} {i} {d.replace('_', ' ')}")
+                cols.append(column(a["model"], i, d))
+    heads.append("worst attacker")
+    cols.append(ATTACK_MIN)
+    return ["", "## Adaptive attacker", "",
+            "Gender classifiers retrained on this ensemble's outputs: the attacker perturbs "
+            f"{attack['train_images']} train images with the ensemble (a black box) and trains "
+            "on them with their labels (*perturbed*), or on them plus their originals (*plus "
+            "originals*), from random weights (*scratch*) or from the zoo's trained model "
+            f"(*finetuned*): {b['epochs']} epoch(s), lr {b['lr']:g}, batch {b['batch']}, seed "
+            f"{b['seed']}. Privacy (1 - |2 AUC - 1|) on the {attack['test_images']} perturbed "
+            "test images; attackers: " + ", ".join(f"`{a['model']}` ({a['arch']}, {a['role']})"
+                                                   for a in attack["attackers"]) + ".", "",
+            "| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)] + [
+        f"| {r[METHOD]} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |"
+        for r in attack["rows"]]
+
+
 def _card_provenance(manifest: dict[str, Any]) -> list[str]:
     return ["", "## Provenance", "",
             f"- data fingerprint `{manifest['data_fingerprint']}`, zoo fingerprint "
@@ -152,6 +185,8 @@ def write_card(folder: Path, sel: Selection, manifest: dict[str, Any]) -> None:
     fig = trade_off_figure(sel)
     fig.savefig(folder / FIGURE, dpi=120)
     plt.close(fig)
-    (folder / CARD).write_text(model_card(manifest))
+    attack = folder / ATTACK_FILE  # there when `ensemble select --attack` ran
+    (folder / CARD).write_text(model_card(
+        manifest, json.loads(attack.read_text()) if attack.is_file() else None))
 
 

@@ -13,6 +13,8 @@ Layout of an export folder:
   (every graph takes (B, C, S, S): C = 1 for a gray ensemble, 3 for rgb, `preprocessing.color`)
   trade_off.png, README.md      the model card (test pool: privacy, verification utility,
                                 and rank-1 / rank-5 identification in three scenarios)
+  attack.json                   the adaptive attacker's result (`san_search.attack`), when
+                                `select --attack` or `san-search attack` ran
   manifest.sig.json             with `--sign KEY`: the Ed25519 signature over manifest.json's
                                 exact bytes (`san_search.signing`; not hashed: it signs them)
   .san-search-output            the marker that lets `--overwrite` replace the folder (not
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from san_search import __version__, zoo_pretrained
+from san_search.attack import ATTACK_FILE, to_json
 from san_search.console import Log
 from san_search.ensemble.card import write_card
 from san_search.ensemble.orchestration import (
@@ -268,6 +271,8 @@ def _write_all(tmp: Path, sel: Selection, policy: str, ds: PreparedDataset, zoo:
         log(f"  member {i} ({m['name']}): weights, ONNX (max abs diff {diff:.1e})")
     check[sel.predictor] = write_predictor(tmp, zoo, sel.predictor, sample)
     manifest = build_manifest(sel, policy, members, ds, zoo, check)
+    if sel.attack:  # `select --attack` ran: its result ships, hashed, and is in the card
+        (tmp / ATTACK_FILE).write_text(to_json(sel.attack))
     write_card(tmp, sel, manifest)
     write_manifest(tmp, manifest)
     return manifest, check

@@ -22,6 +22,7 @@ import numpy as np
 
 from san_search import metric_names as mn
 from san_search.atomic import write_atomic
+from san_search.attack import Budget, format_attack, log_attack, run_attack
 from san_search.console import Log
 from san_search.ensemble.scoring import (
     ENSEMBLE_KIND,
@@ -35,6 +36,7 @@ from san_search.ensemble.scoring import (
     load_candidates,
     score_candidates,
     test_report,
+    torch_runtime,
 )
 from san_search.ensemble.selection import (
     DEFAULT_WEIGHTS,
@@ -93,6 +95,8 @@ class Selection:
     # the test pool per skin-tone group x gender (`scoring.test_report`'s `groups_out`);
     # empty for a dataset without groups or a selection made before them
     test_groups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # the adaptive attacker's result (`san_search.attack`) with `select --attack`; else empty
+    attack: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def save(self, folder: Path) -> Path:
         path = folder / "ensemble" / SELECTION_FILE
@@ -277,8 +281,12 @@ def format_group_rows(test_groups: Sequence[dict[str, Any]]) -> str:
 
 def select(search: str, *, search_dir: str | Path, size: int, min_utility: float = 0.5,
            weights: Weights = DEFAULT_WEIGHTS, seed: int = 0, policy: str = "random",
-           third_party: bool = True, log: Log = print) -> Selection:
-    """Choose, compare, test and record an ensemble of `size` members (see the module doc)."""
+           third_party: bool = True, attack: Budget | None = None, log: Log = print
+           ) -> Selection:
+    """Choose, compare, test and record an ensemble of `size` members (see the module doc);
+    with `attack`, also run the adaptive attacker on it (`san_search.attack`) under that
+    budget, print its columns after the test table and log them in a run nested under the
+    ensemble's."""
     from san_search.ensemble.serving import check_policy
 
     check_policy(policy)
@@ -297,9 +305,14 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
     best_single = int(np.argmax([sc.vs.metrics[i][mn.PRIVACY_MEAN] for i in chosen]))
     log(f"scoring the ensemble on the test pool ({', '.join(m['name'] for m in members)})")
     test_groups: list[dict[str, Any]] = []
-    test_table, test_cmc = test_report([feasible[i].checkpoint for i in chosen], best_single,
-                                       ds, zoo, predictor, seed, third_party, log, test_groups)
-    log(format_test_table(test_table, test_groups))
+    checkpoints = [feasible[i].checkpoint for i in chosen]
+    test_table, test_cmc = test_report(checkpoints, best_single, ds, zoo, predictor, seed,
+                                       third_party, log, test_groups)
+    attacked = {} if attack is None else run_attack(
+        torch_runtime(checkpoints, zoo, predictor, ds.prototypes, policy, seed), best_single,
+        ds, zoo, attack, test_table, log)
+    log(format_test_table(test_table, test_groups)
+        + (f"\n{format_attack(attacked)}" if attacked else ""))
     sel = Selection(
         record.name, members, predictor, policy, seed, record.data, record.zoo,
         record.data_fingerprint, record.tracking_uri, record.experiment_id,
@@ -310,8 +323,11 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
         val_table, test_table,
         [{"name": sc.vs.names[i], "run_id": feasible[i].run_id, **sc.vs.metrics[i]}
          for i in np.flatnonzero(sc.eligible)],
-        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), test_cmc, test_groups)
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), test_cmc, test_groups, attacked)
     sel.ensemble_run_id = log_selection(sel)
+    if attacked:
+        rid = log_attack(attacked, sel.tracking_uri, sel.ensemble_run_id, record.name)
+        log(f"attack logged to MLflow run {rid}, nested under the ensemble's")
     path = sel.save(folder)
     log(f"ensemble of {size} recorded in {path} and MLflow run {sel.ensemble_run_id}")
     return sel

@@ -43,6 +43,8 @@ def test_bad_splits_flag(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 SPLITS = (0.7, 0.15, 0.15)
+ATTACK_BUDGET = {"attack_images": 512, "attack_epochs": 2, "attack_lr": 0.002,
+                 "attack_batch": 64, "attack_seed": 0}
 # Every command: the shortest valid command line, the function it runs, and every other
 # option with its default (the whole namespace, so a flag added, dropped or re-defaulted
 # without updating this table fails).
@@ -84,7 +86,7 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
         ["--search", "s", "--size", "3"], "cmd_ensemble_select",
         {"search": "s", "search_dir": "runs/search", "size": 3, "min_utility": 0.5,
          "diversity_weight": 0.2, "hv_weight": 0.2, "policy": "random", "seed": 0,
-         "no_third_party": False}),
+         "no_third_party": False, "attack": False, **ATTACK_BUDGET}),
     "ensemble export": (
         ["--search", "s", "--out", "o"], "cmd_ensemble_export",
         {"search": "s", "search_dir": "runs/search", "out": "o", "policy": None,
@@ -95,6 +97,9 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
         {"ensemble": "e", "input": "i", "output": "o", "policy": None, "backend": "torch",
          "overwrite": False, "trust": None, "faces": None, "aligned": False,
          "crops_only": False, "sheet": None}),
+    "attack": (
+        ["--ensemble", "e", "--data", "d", "--zoo", "z"], "cmd_attack",
+        {"ensemble": "e", "data": "d", "zoo": "z", "no_mlflow": False, **ATTACK_BUDGET}),
     "keys generate": (["--out", "k"], "cmd_keys_generate", {"out": "k"}),
     "demo": (
         [], "cmd_demo",
