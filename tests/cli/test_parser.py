@@ -97,6 +97,10 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
         {"ensemble": "e", "input": "i", "output": "o", "policy": None, "backend": "torch",
          "overwrite": False, "trust": None, "faces": None, "aligned": False,
          "crops_only": False, "sheet": None}),
+    "evaluate-photos": (
+        ["--ensemble", "e", "--data", "d"], "cmd_evaluate_photos",
+        {"ensemble": "e", "data": "d", "root": None, "limit": 300, "seed": 0, "policy": None,
+         "backend": "torch", "keep": None}),
     "attack": (
         ["--ensemble", "e", "--data", "d", "--zoo", "z"], "cmd_attack",
         {"ensemble": "e", "data": "d", "zoo": "z", "no_mlflow": False, **ATTACK_BUDGET}),
