@@ -1,9 +1,10 @@
 """Benchmark: where a search trial's wall time goes. Runs a small real search (Ray Tune trial
--> Ray Train run -> MLflow child run) and splits each trial's time from its child run's start
-to its last epoch into training steps (`train_seconds`), per-epoch val scoring
-(`eval_seconds`) and everything else: Tune/Train actor start-up, imports, opening the data
-and zoo, checkpoints and reports. The final trade-off curve (a separate Ray task) is listed
-apart.
+-> MLflow child run; a one-worker trial trains in its Tune process, see
+san_search/search/inprocess.py) and splits each trial's wall time, from its child run's start
+to its end (FINISHED, after the final trade-off curve), into training steps
+(`train_seconds`), per-epoch val scoring (`eval_seconds`), scoring the final curve
+(`final_curve_seconds`) and the fixed cost: everything else (process start-up, imports,
+opening the data and zoo, checkpoints, reports, MLflow).
 
     python bench/overhead.py --synthetic [--trials 4 --epochs 3 --images-per-epoch 256]
     python bench/overhead.py --data D --zoo Z
@@ -62,29 +63,35 @@ def main() -> None:
         client = MlflowClient(uri)
         runs = tracking.child_runs(uri, client.get_experiment_by_name("overhead").experiment_id,
                                summary["parent_run_id"])
-        print(f"{'trial':<10} {'wall s':>7} {'train s':>8} {'eval s':>7} {'other s':>8} "
-              f"{'outside train':>13} {'final curve s':>13}")
-        tot = {"wall": 0.0, "train": 0.0, "eval": 0.0}
+        print(f"{'trial':<10} {'wall s':>7} {'train s':>8} {'eval s':>7} "
+              f"{'final curve s':>13} {'fixed s':>8} {'outside train':>13}")
+        tot = dict.fromkeys(("wall", "train", "eval", "final"), 0.0)
         for run in sorted(runs, key=lambda r: r.info.start_time):
             rid = run.info.run_id
-            train = client.get_metric_history(rid, "train_seconds")
-            ev = client.get_metric_history(rid, "eval_seconds")
-            if not train:
+            got = {k: sum(m.value for m in client.get_metric_history(rid, k))
+                   for k in ("train_seconds", "eval_seconds", "final_curve_seconds")}
+            if not got["train_seconds"] or not run.info.end_time:
                 continue
-            last = max(m.timestamp for m in train + ev)
-            wall = (last - run.info.start_time) / 1000
-            t, e = sum(m.value for m in train), sum(m.value for m in ev)
-            final = ((run.info.end_time or last) - last) / 1000
-            tot["wall"] += wall
-            tot["train"] += t
-            tot["eval"] += e
-            print(f"{run.data.tags['san_search.trial_id']:<10} {wall:>7.1f} {t:>8.1f} "
-                  f"{e:>7.1f} {wall - t - e:>8.1f} {1 - t / wall:>13.1%} {final:>13.1f}")
-        print(f"{'all':<10} {tot['wall']:>7.1f} {tot['train']:>8.1f} {tot['eval']:>7.1f} "
-              f"{tot['wall'] - tot['train'] - tot['eval']:>8.1f} "
-              f"{1 - tot['train'] / tot['wall']:>13.1%}")
+            row = {"wall": (run.info.end_time - run.info.start_time) / 1000,
+                   "train": got["train_seconds"], "eval": got["eval_seconds"],
+                   "final": got["final_curve_seconds"]}
+            for k, v in row.items():
+                tot[k] += v
+            print(_line(run.data.tags["san_search.trial_id"], row))
+        print(_line("all", tot))
+        n = max(1, len(runs))
+        print(f"fixed cost per trial: {_fixed(tot) / n:.1f} s (mean of {len(runs)})")
         print(f"({args.trials} trials x {args.epochs} epochs x {args.images_per_epoch} images, "
               f"{args.concurrency} at a time; data {data})")
+
+
+def _fixed(row: dict[str, float]) -> float:
+    return row["wall"] - row["train"] - row["eval"] - row["final"]
+
+
+def _line(name: str, row: dict[str, float]) -> str:
+    return (f"{name:<10} {row['wall']:>7.1f} {row['train']:>8.1f} {row['eval']:>7.1f} "
+            f"{row['final']:>13.1f} {_fixed(row):>8.1f} {1 - row['train'] / row['wall']:>13.1%}")
 
 
 if __name__ == "__main__":

@@ -355,7 +355,7 @@ def attack_export(folder: str | Path, data: str | Path, zoo_dir: str | Path, bud
     if ds.fingerprint != loaded.manifest.get("data_fingerprint"):
         log(f"note: --data {data} is not the dataset the ensemble was chosen on; its test "
             "split may hold faces the ensemble trained on")
-    zoo = open_zoo(zoo_dir, expect_fingerprint=ds.fingerprint)
+    zoo = open_zoo(zoo_dir, expect=ds)
     result = run_attack(loaded.runtime, best_single_of(loaded.manifest), ds, zoo, budget,
                         loaded.manifest.get("test", []), log)
     write_atomic(folder / ATTACK_FILE, to_json(result))

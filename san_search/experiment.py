@@ -70,10 +70,19 @@ def final_evaluation(checkpoint: str | Path, data: str | Path, zoo: str | Path,
     z = open_zoo(zoo, expect=ds)
     check_san_color(checkpoint, ds)
     model, _ = load_san(checkpoint, device)
-    val = ds.split("val")
-    scorer = PoolScorer(load_pool(z, role, device), val)
+    scorer = PoolScorer(load_pool(z, role, device), ds.split("val"))
+    return evaluate_san(model, ds.prototypes, scorer, device, baselines)
+
+
+def evaluate_san(model: Any, prototypes: dict[str, np.ndarray], scorer: PoolScorer,
+                 device: str = "cpu",
+                 baselines: dict[str, list[dict[str, float]]] | None = None
+                 ) -> FinalEvaluation:
+    """`final_evaluation` of a SAN already in memory, by a `scorer` already built (a search
+    trial scores its final curve on the val pool it trained against)."""
+    val = scorer.view
     x = scorer.original
-    x_san = san_transform(model, ds.prototypes, val.gender, device)(val.images)
+    x_san = san_transform(model, prototypes, val.gender, device)(val.images)
     curve = trade_off_curve(scorer, x, x_san)
     base = baselines if baselines is not None else baseline_curves(scorer)
     u = curve[-1][UTILITY_MEAN]

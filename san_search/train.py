@@ -105,12 +105,20 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], rest: dict[str, Any])
 class SanTrainer:
     """Trains one SAN candidate on one worker's shard; evaluates on the val pool."""
 
-    def __init__(self, cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
-                 device: torch.device | str = "cpu", rank: int = 0, world_size: int = 1,
-                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> None:
+    def __init__(self, cfg: CandidateConfig, data: str | Path | PreparedDataset,
+                 zoo: str | Path | Zoo, *, device: torch.device | str = "cpu", rank: int = 0,
+                 world_size: int = 1, wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+                 scorer: PoolScorer | None = None) -> None:
+        """`data` and `zoo` may be already opened (a process that trains several trials
+        keeps them, and the val `scorer`, open)."""
         self.cfg, self.device = cfg, torch.device(device)
-        self.ds = open_dataset(data)
-        self.zoo = open_zoo(zoo, expect=self.ds)
+        self.ds = data if isinstance(data, PreparedDataset) else open_dataset(data)
+        if not isinstance(zoo, Zoo):
+            zoo = open_zoo(zoo, expect=self.ds)
+        elif zoo.color != self.ds.color:
+            raise CandidateError(mismatch("zoo", zoo.path, zoo.color, self.ds.path,
+                                          self.ds.color))
+        self.zoo = zoo
         check_candidate(cfg, self.zoo, self.ds.size, self.ds.channels)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed + 7919 * rank)
@@ -128,7 +136,7 @@ class SanTrainer:
         self.proto = {g: to_nchw(p[n][None]).to(self.device)  # (1, C, S, S)
                       for g, n in ((0, "female"), (1, "male"))}
         self.epoch = 0
-        self._scorer: PoolScorer | None = None
+        self._scorer = scorer
 
     # -------------------------------------------------------------- training
     def step(self, idx: np.ndarray, use_matcher: bool) -> dict[str, float]:
@@ -292,10 +300,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
+    run_epochs(trainer, hooks, report, rank=rank, restarted=ckpt is not None)
+
+
+def run_epochs(trainer: SanTrainer, hooks: EpochHooks,
+               report: Callable[[dict[str, Any]], None], *, rank: int = 0,
+               restarted: bool = False) -> None:
+    """Train `trainer` from its current epoch to the last (or an early stop), calling
+    `report(metrics)` after each epoch; a non-finite loss is reported, not raised. Shared by
+    the Ray Train loop and a search trial that trains in its own process. `restarted`: the
+    run came back from a checkpoint (the fault-injection hook fires only on a first run)."""
+    cfg = trainer.cfg
     log_epoch = hooks.log if rank == 0 and hooks.log is not None else _noop
     fail_after = os.environ.get("SAN_SEARCH_FAIL_AFTER_EPOCH")
     while trainer.epoch < cfg.epochs:
-        if fail_after == str(trainer.epoch) and ckpt is None and rank == 0:
+        if fail_after == str(trainer.epoch) and not restarted and rank == 0:
             # Fault-injection hook for tests: the worker process dies during the epoch after
             # a checkpoint (the pause lets the controller register that checkpoint first).
             time.sleep(5)

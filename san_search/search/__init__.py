@@ -1,5 +1,6 @@
 """The multi-objective search (`san-search search`): Ray Tune + Optuna over a search space,
-one Ray Train run per trial, one MLflow parent run per search and one child run per trial.
+each trial trained in its own Tune process (one worker) or by a Ray Train run (several), one
+MLflow parent run per search and one child run per trial.
 
 One concept per module:
   record    the search folder and search.json (what `--resume` needs), checkpoint storage
@@ -8,6 +9,8 @@ One concept per module:
   sampler   the Optuna side: suggestions, the seeded sampler, ConstrainedOptunaSearch
   context   TrialContext: what trials, tasks and the callback know of their search
   trial     one trial (the Tune function trainable) and its final evaluation
+  inprocess a one-worker trial trained in its Tune process (data, zoo, val pool kept open)
+  checkpoints  such a trial's own checkpoints (train/<trial id>/epoch_NNNNNN)
   callback  the driver's Tune callback: live table, parent run refresh, final evaluations
   front     typed trial rows, the Pareto front, hypervolume, the table and the figure
   moasha    MO-ASHA early stopping and the epoch-budget stopper

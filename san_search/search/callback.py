@@ -1,6 +1,6 @@
 """`SearchCallback`, the Tune callback in the driver: the live table, the parent run's
 trials and Pareto tables, figure and hypervolume as trials finish, and the final evaluation
-of each completed trial (a Ray task, collected as it ends)."""
+of each completed trial that did not score it itself (a Ray task, collected as it ends)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from san_search.search.front import (
     plain,
     trial_rows,
 )
-from san_search.search.trial import CHECKPOINT_PATH, finalize_trial
+from san_search.search.trial import CHECKPOINT_PATH, FINAL_CURVE_TAG, finalize_trial
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -117,6 +117,8 @@ class SearchCallback(Callback):
     def _finalize(self, trial: Trial) -> None:
         import ray
 
+        if self._finalized(trial):  # a one-worker trial scored its own final curve
+            return
         last = trial.last_result or {}
         ckpt = last.get(CHECKPOINT_PATH)
         if not ckpt or not all(m in last for m in self.ctx.space.metrics):
@@ -126,6 +128,16 @@ class SearchCallback(Callback):
         task = ray.remote(finalize_trial).options(num_cpus=0, max_retries=1)
         self.rt.pending[trial.trial_id] = task.remote(self.ctx, trial.trial_id, ckpt,
                                                       int(last["epoch"]))
+
+    def _finalized(self, trial: Trial) -> bool:
+        """Whether the trial's child run is FINISHED with its final curve (or with the curve
+        skipped by `budget.final_curve: false`)."""
+        run = tracking.find_child(tracking.client_for(self.ctx.tracking_uri),
+                                  self.ctx.experiment_id, self.ctx.parent_run_id,
+                                  trial.trial_id)
+        tags = run.data.tags if run is not None else {}
+        return (run is not None and run.info.status == "FINISHED"
+                and (tags.get(tracking.FINALIZED_TAG) == "1" or FINAL_CURVE_TAG in tags))
 
     def _collect(self, block: bool) -> None:
         import ray

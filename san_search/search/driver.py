@@ -1,5 +1,6 @@
 """The search driver (`san-search search`): check everything, create the parent run and the
-search folder, then run Ray Tune + Optuna over the space, one Ray Train run per trial; or
+search folder, then run Ray Tune + Optuna over the space (a one-worker trial trains in its
+own, reused Tune process; a multi-worker one on Ray Train); or
 resume a search whose driver died. The driver creates the parent run; the callback refreshes
 it as trials finish; `_run` ends it (FINISHED, FAILED, or KILLED with the resume command)."""
 
@@ -35,6 +36,7 @@ from san_search.search.space import SearchSpace, load_search_space
 if TYPE_CHECKING:
     from ray.tune import ResultGrid, Tuner
 
+    from san_search.config import TrainResources
     from san_search.data.store import PreparedDataset
     from san_search.zoo import Zoo
 
@@ -276,12 +278,11 @@ def _tuner(record: SearchRecord, ctx: TrialContext, resume: bool) -> Tuner:
     from san_search.search.callback import SearchCallback
     from san_search.search.moasha import EpochBudget
     from san_search.search.sampler import ConstrainedOptunaSearch
-    from san_search.search.trial import run_trial
+    from san_search.search.trial import in_process, run_trial
 
-    # The trial function only waits on its Train run: it holds no CPU (a CPU fraction per
-    # trial would leave, say, 0.98 of 2 CPUs and keep the second trial's 1-CPU worker out).
+    local = in_process(ctx)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
-                                    {"memory": TRIAL_MEMORY})
+                                    trial_resources(ctx.space.resources, local))
     if resume:
         return tune.Tuner.restore(join_storage(record.storage_root, "tune"),
                                   trainable=trainable, resume_unfinished=True,
@@ -292,12 +293,23 @@ def _tuner(record: SearchRecord, ctx: TrialContext, resume: bool) -> Tuner:
         tune_config=tune.TuneConfig(search_alg=ConstrainedOptunaSearch(ctx.space),
                                     num_samples=budget.trials,
                                     max_concurrent_trials=budget.concurrency,
-                                    reuse_actors=False),
+                                    reuse_actors=local),
         run_config=tune.RunConfig(
             name="tune", storage_path=record.storage_root, verbose=0,
             callbacks=[SearchCallback(ctx)],
             stop=EpochBudget(budget.trial_epochs) if budget.trial_epochs else None,
-            failure_config=tune.FailureConfig(max_failures=0)))
+            failure_config=tune.FailureConfig(
+                max_failures=ctx.space.resources.max_failures if local else 0)))
+
+
+def trial_resources(resources: TrainResources, local: bool) -> dict[str, float]:
+    """What one Tune trial holds. A trial that trains in its own process (`local`) holds a
+    worker's resources and is restarted by Tune (`max_failures`); one that waits on its Ray
+    Train run holds no CPU (a CPU fraction per trial would leave, say, 0.98 of 2 CPUs and keep
+    the second trial's 1-CPU worker out), and Ray Train restarts its workers."""
+    if local:
+        return {**resources.per_worker(), "memory": TRIAL_MEMORY}
+    return {"memory": TRIAL_MEMORY}
 
 
 def _start_board(ctx: TrialContext, log: Log) -> Any:

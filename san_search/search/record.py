@@ -8,7 +8,8 @@ Layout of a search folder (`<out>/<name>/`):
   moasha.json     the early-stopping scheduler's rung records
   summary.json    the finished search: hypervolume and one row per trial
   tune/           Ray Tune's experiment state (trials, the Optuna study)
-  train/<trial>/  Ray Train runs: each trial's checkpoints
+  train/<trial>/  each trial's checkpoints: epoch_NNNNNN/ folders of a one-worker trial
+                  (`checkpoints`), a Ray Train run for a multi-worker one
 
 With `--storage URI` (say s3://bucket/searches, for a cluster whose nodes share no disk),
 tune/ and train/ go to <URI>/<name>/ instead; the rest stays in the local folder.
@@ -34,7 +35,9 @@ Baselines = dict[str, list[dict[str, float]]]  # noise / blur curves, one point 
 # The version of what Tune pickles into tune/ (the trial function, its context, the callback,
 # the sampler). 2: the search/ package with TrialContext (san-search 0.2). A record without
 # it is layout 1, written by san-search 0.1, whose Tune state this version cannot unpickle.
-LAYOUT = 2
+# 3: one-worker trials train in their Tune process and keep their own checkpoints
+# (train/<trial>/epoch_NNNNNN, see `checkpoints`) where layout 2 had Ray Train runs.
+LAYOUT = 3
 
 
 @dataclasses.dataclass

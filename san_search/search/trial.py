@@ -1,17 +1,23 @@
-"""One trial of a search: the Tune function trainable that trains a candidate on Ray Train
-(per-epoch metrics into the trial's MLflow child run, MO-ASHA asked at rung epochs, every
-report forwarded to Tune), and the final evaluation of a completed trial, run as a Ray task.
+"""One trial of a search: the Tune function trainable that trains a candidate (per-epoch
+metrics into the trial's MLflow child run, MO-ASHA asked at rung epochs, every report
+forwarded to Tune), and the final evaluation of a completed trial.
+
+A one-worker trial trains in the Tune trial's own process (`inprocess.train_trial`); a
+multi-worker (DDP) trial runs a Ray Train `TorchTrainer` whose reports Tune receives.
 
 Who writes what to MLflow:
   - a trial creates its child run (found again by trial id on resume, so no duplicates),
-    its Train worker logs per-epoch metrics live, and a trial that raises marks it FAILED
+    its training loop logs per-epoch metrics live, and a trial that raises marks it FAILED
     with the error;
-  - a trial that Tune restarts after the driver died, but whose Train run had already
-    reported its last epoch (or its early stop, or a non-finite loss), is not trained again:
-    that last report goes to Tune as the trial's result (`previous_result`);
-  - when a trial completes (all epochs, or stopped early by MO-ASHA) the driver starts
-    `finalize_trial`, which scores the final trade-off curve and logs the curve table and
-    figure, the image grid and the weights into the child run, then ends it FINISHED.
+  - a trial that Tune restarts after the driver died, but whose checkpoints already hold
+    its last report (its last epoch, its early stop, or a non-finite loss), is not trained
+    again: that last report goes to Tune as the trial's result;
+  - when a trial completes (all epochs, or stopped early by MO-ASHA), `finalize_trial`
+    scores the final trade-off curve and logs the curve table and figure, the image grid
+    and the weights into the child run, then ends it FINISHED: a one-worker trial does it
+    itself before it ends, on the model and val pool it has in memory; for a Ray Train
+    trial (or one stopped by Tune before it could) the driver's callback runs it as a Ray
+    task.
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from san_search import tracking
+from san_search.search.checkpoints import Report
 from san_search.search.context import TrialContext
 from san_search.search.moasha import AskBoard
 from san_search.search.record import fetch_checkpoint, join_storage
@@ -32,16 +39,23 @@ from san_search.train import EpochHooks
 
 if TYPE_CHECKING:
     from san_search.config import CandidateConfig
+    from san_search.train import SanTrainer
 
 CHECKPOINT_TAG = "san_search.checkpoint"
 STOPPED_EARLY_TAG = "san_search.stopped_early"
 FINAL_CURVE_TAG = "san_search.final_curve"
+FINAL_CURVE_SECONDS = "final_curve_seconds"  # metric: scoring the final curve, in seconds
 CHECKPOINT_PATH = "checkpoint_path"  # the result key where Tune's report callback puts it
 
 
+def in_process(ctx: TrialContext) -> bool:
+    """Whether the search's trials train in their own Tune process (one worker each)."""
+    return ctx.space.resources.num_workers == 1
+
+
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """The Tune function trainable: one candidate trained by a Ray Train `TorchTrainer`
-    whose reports become this trial's results."""
+    """The Tune function trainable: one candidate, trained here (one worker) or by a Ray
+    Train `TorchTrainer` (several), whose reports become this trial's results."""
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -51,7 +65,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = ctx.space.candidate(config)
     storage = join_storage(ctx.storage, "train")
-    prior = previous_result(storage, trial_id, cfg)
+    prior = None if in_process(ctx) else previous_result(storage, trial_id, cfg)
     client = tracking.client_for(ctx.tracking_uri)
     run_id = tracking.open_child(
         client, ctx.experiment_id, ctx.parent_run_id, trial_id,
@@ -61,6 +75,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     early = AskBoard(ctx.board, trial_id, ctx.rungs) if ctx.board else None
     hooks = EpochHooks(log=tracking.EpochLogger(ctx.tracking_uri, run_id), early_stop=early)
     try:
+        if in_process(ctx):
+            from san_search.search.inprocess import train_trial
+
+            train_trial(ctx, cfg, trial_id, hooks)
+            return
         if prior is not None and trial_done(prior.metrics, cfg.epochs):
             # Restarted after its last report: Train would run no epoch and report nothing,
             # and Tune would keep whatever result its saved state held (none, or an earlier
@@ -82,15 +101,6 @@ def trial_done(metrics: Mapping[str, Any], epochs: int) -> bool:
     or a non-finite loss."""
     return bool(metrics.get("non_finite_loss") or metrics.get("early_stopped")
                 or int(metrics.get("epoch", 0) or 0) >= epochs)
-
-
-@dataclass(frozen=True)
-class Report:
-    """A checkpointed report of a trial's Train run: its metrics and checkpoint path (as
-    Ray gives it: no scheme on remote storage)."""
-
-    metrics: dict[str, Any]
-    checkpoint: str
 
 
 def previous_result(storage: str, trial_id: str, cfg: CandidateConfig) -> Report | None:
@@ -128,11 +138,13 @@ def _remove(path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def finalize_trial(ctx: TrialContext, trial_id: str, checkpoint: str, epochs: int
-                   ) -> dict[str, Any]:
-    """Final trade-off curve of a completed trial into its child run (run as a Ray task).
-    Returns {"trial_id", and "final" (the curve's last point), "skipped" or "error"}."""
-    from san_search.experiment import final_evaluation, log_candidate_artifacts
+def finalize_trial(ctx: TrialContext, trial_id: str, checkpoint: str, epochs: int, *,
+                   trainer: SanTrainer | None = None) -> dict[str, Any]:
+    """Final trade-off curve of a completed trial into its child run: scored by `trainer`
+    (the trial's own process: its model and val pool in memory) or, without it, from the
+    checkpoint (a Ray task the driver starts). Returns {"trial_id", and "final" (the curve's
+    last point), "skipped" or "error"}."""
+    from san_search.experiment import log_candidate_artifacts
 
     client = tracking.client_for(ctx.tracking_uri)
     run = tracking.find_child(client, ctx.experiment_id, ctx.parent_run_id, trial_id)
@@ -151,8 +163,10 @@ def finalize_trial(ctx: TrialContext, trial_id: str, checkpoint: str, epochs: in
     try:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "checkpoint"
-            fetch_checkpoint(checkpoint, ctx.storage, local)
-            ev = final_evaluation(local, ctx.data, ctx.zoo, baselines=ctx.baselines)
+            t0 = time.perf_counter()
+            ev = _final_curve(ctx, checkpoint, local, trainer)
+            client.log_metric(run_id, FINAL_CURVE_SECONDS, time.perf_counter() - t0,
+                              step=epochs)
             log_candidate_artifacts(ev, local, run.info.run_name,
                                     tracking_uri=ctx.tracking_uri, run_id=run_id)
         for k, v in {tracking.EPOCHS_TAG: str(epochs), CHECKPOINT_TAG: checkpoint,
@@ -164,3 +178,18 @@ def finalize_trial(ctx: TrialContext, trial_id: str, checkpoint: str, epochs: in
         tracking.fail_run(client, run_id, f"final evaluation: {type(exc).__name__}: {exc}")
         return {"trial_id": trial_id, "error": str(exc)}
     return {"trial_id": trial_id, "final": ev.curve[-1]}
+
+
+def _final_curve(ctx: TrialContext, checkpoint: str, local: Path,
+                 trainer: SanTrainer | None) -> Any:
+    """The trial's `FinalEvaluation`; its weights folder (logged with it) is put at
+    `local`."""
+    from san_search.experiment import evaluate_san, final_evaluation
+
+    if trainer is None:
+        fetch_checkpoint(checkpoint, ctx.storage, local)
+        return final_evaluation(local, ctx.data, ctx.zoo, baselines=ctx.baselines)
+    local.mkdir()
+    trainer.save(local)  # the state of its last checkpoint
+    return evaluate_san(trainer.model, trainer.ds.prototypes, trainer.scorer(),
+                        str(trainer.device), ctx.baselines)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 
 def test_checkpoints_are_fetched_from_a_folder_or_a_storage_uri(tmp_path: Path) -> None:
     from san_search.search import fetch_checkpoint, join_storage
@@ -21,16 +23,18 @@ def test_checkpoints_are_fetched_from_a_folder_or_a_storage_uri(tmp_path: Path) 
         assert (dest / "sub" / "w.bin").read_bytes() == b"\x00\x01"
 
 
+@pytest.mark.parametrize("layout", [None, 2])
 def test_a_search_from_an_earlier_version_is_refused_before_ray_and_left_as_it_is(
-        tmp_path: Path) -> None:
+        tmp_path: Path, layout: int | None) -> None:
     """search.json written by san-search 0.1 (no `layout`): its pickled Tune state names
-    modules that no longer exist, so --resume must say so up front and touch nothing."""
+    modules that no longer exist; layout 2 kept one-worker trials' checkpoints as Ray Train
+    runs, which this version would not find (it would train them again). --resume must say
+    so up front and touch nothing."""
     import json
-
-    import pytest
 
     from san_search.errors import SearchError
     from san_search.search import resume
+    from san_search.search.record import LAYOUT
 
     folder = tmp_path / "old"
     (folder / "tune").mkdir(parents=True)
@@ -38,10 +42,12 @@ def test_a_search_from_an_earlier_version_is_refused_before_ray_and_left_as_it_i
            "data_fingerprint": "fp", "tracking_uri": "sqlite:///m.db", "experiment": "e",
            "experiment_id": "1", "parent_run_id": "p1", "overrides": {},
            "created": "2026-11-30T10:00:00", "storage": ""}
+    if layout is not None:
+        old["layout"] = layout
     (folder / "search.json").write_text(json.dumps(old))
     before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
-    with pytest.raises(SearchError, match=r"search 'old' .* layout 1; this version resumes "
-                                          r"layout 2.*parent run p1"):
+    with pytest.raises(SearchError, match=rf"search 'old' .* layout {layout or 1}; this version "
+                                          rf"resumes layout {LAYOUT}.*parent run p1"):
         resume("old", out=tmp_path)
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
     assert json.loads((folder / "search.json").read_text()) == old

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -52,19 +51,15 @@ def _children(uri: str) -> list[Any]:
 
 
 def _reported_epochs(train: Path) -> dict[str, int]:
-    """Trial id -> the epoch of its latest checkpoint registered by Ray Train."""
-    import ray.train
-
-    logging.getLogger("ray.train").setLevel(logging.WARNING)  # "A run snapshot was found"
+    """Trial id -> the epoch of its newest complete checkpoint (one-worker trials keep their
+    own, see `search.checkpoints`)."""
+    from san_search.search import checkpoints
 
     out = {}
     for run in sorted(train.glob("*")) if train.is_dir() else []:
-        try:
-            res = ray.train.Result.from_path(run)
-        except Exception:  # noqa: S112 (no snapshot yet)
-            continue
-        if res.metrics and "epoch" in res.metrics:
-            out[run.name] = int(res.metrics["epoch"])
+        last = checkpoints.latest(str(run))
+        if last is not None and "epoch" in last.metrics:
+            out[run.name] = int(last.metrics["epoch"])
     return out
 
 

@@ -151,3 +151,45 @@ def test_finalising_a_trial_again_replaces_its_tables(tmp_path: Path) -> None:
     table = json.loads(Path(local).read_text())
     assert table["columns"] == ["alpha", "privacy"]
     assert [row[0] for row in table["data"]] == [0.0, 0.5, 1.0]
+
+
+def test_the_driver_starts_no_final_curve_task_for_a_trial_that_scored_its_own(
+        tmp_path: Path) -> None:
+    """A one-worker trial logs its final curve before it ends; the callback must not score
+    it again in a Ray task (Ray is not even started here: a task would start it)."""
+    from types import SimpleNamespace
+
+    import ray
+
+    from san_search import tracking
+    from san_search.search.callback import SearchCallback
+    from san_search.search.trial import FINAL_CURVE_TAG
+
+    client, ctx = _store(tmp_path)
+    scored = client.create_run(ctx.experiment_id, tags={
+        tracking.PARENT_TAG: ctx.parent_run_id, tracking.TRIAL_TAG: "t1",
+        tracking.FINALIZED_TAG: "1"}).info.run_id
+    client.set_terminated(scored, status="FINISHED")
+    skipped = client.create_run(ctx.experiment_id, tags={
+        tracking.PARENT_TAG: ctx.parent_run_id, tracking.TRIAL_TAG: "t2",
+        FINAL_CURVE_TAG: "skipped (budget.final_curve: false)"}).info.run_id
+    client.set_terminated(skipped, status="FINISHED")
+    last = {"epoch": 2, "checkpoint_path": str(tmp_path / "c"),
+            **dict.fromkeys(ctx.space.metrics, 0.5)}
+    cb = SearchCallback(ctx)
+    for tid in ("t1", "t2"):
+        cb._finalize(SimpleNamespace(trial_id=tid, last_result=last))  # type: ignore[arg-type]
+    assert cb.rt.pending == {} and not ray.is_initialized()
+    assert client.get_run(scored).info.status == "FINISHED"
+
+
+def test_a_one_worker_trial_holds_its_worker_and_a_ray_train_trial_only_waits() -> None:
+    from san_search.config import TrainResources
+    from san_search.search.driver import TRIAL_MEMORY, trial_resources
+
+    one = TrainResources(num_workers=1, cpus_per_worker=0.5, use_gpu=True,
+                         gpus_per_worker=0.25, custom={"slot": 1.0})
+    assert trial_resources(one, local=True) == {
+        "CPU": 0.5, "GPU": 0.25, "slot": 1.0, "memory": TRIAL_MEMORY}
+    assert trial_resources(TrainResources(num_workers=2), local=False) == {
+        "memory": TRIAL_MEMORY}

@@ -1,0 +1,141 @@
+"""A search trial that trains in the Tune trial's own process: the one-worker case
+(`resources.num_workers == 1`, every search on one machine), with no Ray Train controller or
+worker group per trial. Multi-worker (DDP) trials stay on Ray Train (`train.fit`).
+
+What makes its fixed cost small:
+  - the driver asks Tune to reuse trial actors, so imports and `opened` (the dataset, the
+    zoo and the val pool scorer, kept per process and keyed by path and fingerprint) survive
+    from one trial to the next;
+  - each epoch's checkpoint is written by the trial itself (`checkpoints.persist`), under
+    the same train/<trial id>/ as a Ray Train run, and reported to Tune with its path as
+    Ray Train's report callback does;
+  - the final trade-off curve is scored at the end of the trial, by the model in memory on
+    the val pool already loaded (`trial.finalize_trial` with the trainer), instead of by a
+    Ray task that opens everything again.
+
+A trial that Tune restarts (after a crash of its process, or a resumed search) continues
+from its newest complete checkpoint; one whose checkpoint is its last report is reported
+and finalised, not trained again.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from san_search.search import checkpoints
+from san_search.search.checkpoints import Report
+from san_search.search.record import fetch_checkpoint
+
+if TYPE_CHECKING:
+    import torch
+
+    from san_search.config import CandidateConfig, TrainResources
+    from san_search.data.store import PreparedDataset
+    from san_search.evaluate import PoolScorer
+    from san_search.search.context import TrialContext
+    from san_search.train import EpochHooks, SanTrainer
+    from san_search.zoo import Zoo
+
+Opened = tuple["PreparedDataset", "Zoo", "PoolScorer"]
+# This process's opened dataset, zoo and val scorer: (data, zoo, fingerprint, device) -> them.
+_OPENED: dict[tuple[str, str, str, str], Opened] = {}
+
+
+def opened(ctx: TrialContext, device: str) -> Opened:
+    """The search's dataset, zoo and val pool scorer, opened once per process."""
+    from san_search.data import open_dataset
+    from san_search.errors import SearchError
+    from san_search.evaluate import PoolScorer, load_pool
+    from san_search.zoo import open_zoo
+
+    key = (ctx.data, ctx.zoo, ctx.data_fingerprint, device)
+    if key not in _OPENED:
+        ds = open_dataset(ctx.data)
+        if ds.fingerprint != ctx.data_fingerprint:
+            raise SearchError(f"the dataset at {ctx.data} changed since the search started "
+                              f"(fingerprint {ds.fingerprint} != {ctx.data_fingerprint})")
+        z = open_zoo(ctx.zoo, expect=ds)
+        _OPENED.clear()  # one search's data per process at a time
+        _OPENED[key] = (ds, z, PoolScorer(load_pool(z, "val", device), ds.split("val")))
+    return _OPENED[key]
+
+
+def device_for(resources: TrainResources) -> torch.device:
+    """CUDA when the trial holds a GPU and this process sees one, else the CPU."""
+    import torch
+
+    use = resources.use_gpu and torch.cuda.is_available()
+    return torch.device("cuda" if use else "cpu")
+
+
+def previous(trial_storage: str, cfg: CandidateConfig) -> Report | None:
+    """The newest complete checkpoint of this trial (a restarted trial), or None. One left
+    by another candidate (a trial the driver died before recording, whose id was handed out
+    again) is removed, so that this trial starts afresh instead of from its weights."""
+    from san_search.train import STATE
+
+    prior = checkpoints.latest(trial_storage)
+    if prior is None:
+        return None
+    saved = json.loads(checkpoints.read_file(trial_storage, prior.checkpoint, STATE))["config"]
+    if saved != json.loads(json.dumps(cfg.to_dict())):
+        checkpoints.remove(trial_storage)
+        return None
+    return prior
+
+
+def train_trial(ctx: TrialContext, cfg: CandidateConfig, trial_id: str, hooks: EpochHooks
+                ) -> None:
+    """Train (or continue) one trial here, reporting each epoch to Tune with its
+    checkpoint, then score its final curve into its child run."""
+    import ray.tune
+    import torch
+
+    from san_search.errors import NonFiniteLoss
+    from san_search.search.record import join_storage
+    from san_search.search.trial import CHECKPOINT_PATH, finalize_trial, trial_done
+    from san_search.train import SanTrainer, run_epochs
+
+    resources = ctx.space.resources
+    storage = join_storage(ctx.storage, "train", trial_id)
+    prior = previous(storage, cfg)
+    device = device_for(resources)
+    torch.set_num_threads(max(1, int(resources.cpus_per_worker)))
+    ds, zoo, scorer = opened(ctx, str(device))
+    trainer = SanTrainer(cfg, ds, zoo, device=device, scorer=scorer)
+    if prior is not None:
+        _load(trainer, prior.checkpoint, ctx.storage)
+    last: list[Report] = [prior] if prior is not None else []
+
+    def report(metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer.save(tmp)
+            path = checkpoints.persist(Path(tmp), storage, trainer.epoch, metrics)
+        last.append(Report(metrics, path))
+        ray.tune.report({**metrics, CHECKPOINT_PATH: path})
+
+    if prior is not None and trial_done(prior.metrics, cfg.epochs):
+        # Restarted after its last report: hand Tune that report again (its saved state may
+        # hold none, or an earlier epoch's), then finalise below if that never happened.
+        ray.tune.report({**prior.metrics, CHECKPOINT_PATH: prior.checkpoint})
+    else:
+        run_epochs(trainer, hooks, report, restarted=prior is not None)
+    if not last:
+        return  # no epoch to report (epochs: 0)
+    final = last[-1]
+    if final.metrics.get("non_finite_loss"):
+        raise NonFiniteLoss(str(final.metrics["non_finite_loss"]))
+    out = finalize_trial(ctx, trial_id, final.checkpoint, int(final.metrics["epoch"]),
+                         trainer=trainer)
+    if out.get("error"):
+        print(f"final evaluation of trial {trial_id} failed: {out['error']}", flush=True)
+
+
+def _load(trainer: SanTrainer, checkpoint: str, storage: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "checkpoint"
+        fetch_checkpoint(checkpoint, storage, local)
+        trainer.load(local)
