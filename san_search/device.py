@@ -49,7 +49,7 @@ def memory_format(cfg: CandidateConfig) -> torch.memory_format:
 
 def place(model: nn.Module, device: torch.device, cfg: CandidateConfig) -> nn.Module:
     """`model` on `device`, in the candidate's memory format (4-D weights only)."""
-    return model.to(device=device, memory_format=memory_format(cfg))
+    return model.to(device).to(memory_format=memory_format(cfg))
 
 
 def compiled(model: nn.Module, cfg: CandidateConfig) -> nn.Module:

@@ -316,11 +316,14 @@ def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path
     the workers; `callbacks` are Ray Train callbacks (a search passes Tune's report
     callback). Raises `NonFiniteLoss` when the loss became NaN or infinite."""
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     resources = resources or TrainResources()
     trainer = TorchTrainer(
         train_loop_per_worker,
+        # One worker needs no collectives: gloo, since NCCL (Ray's choice with use_gpu) fails
+        # where torch sees no GPU. Several workers on GPUs keep NCCL for DDP.
+        torch_config=TorchConfig(backend="gloo") if resources.num_workers == 1 else None,
         train_loop_config={"candidate": cfg.to_dict(),
                            "data": str(Path(data).absolute()),
                            "zoo": str(Path(zoo).absolute()),
