@@ -257,7 +257,11 @@ class CandidateConfig:
     epochs: int = 5
     images_per_epoch: int = 0  # 0 = every train image each epoch; else a seeded sample
     seed: int = 0
-    amp: bool = False  # bfloat16 autocast (CUDA); float32 otherwise
+    # speed options (san_search.device), not what the SAN learns: bfloat16 autocast, NHWC
+    # (channels_last) memory format, and torch.compile of the SAN (for long trials)
+    amp: bool = False
+    channels_last: bool = False
+    torch_compile: bool = False
     # Group oversampling: the train sampler draws each epoch's images with replacement, with
     # probabilities proportional to the weight of each image's skin-tone group
     # (`data.groups`); groups left out, and images without a group, weigh 1. Spelled
@@ -376,6 +380,9 @@ class TrainResources:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0  # when use_gpu; fractions let several small SANs share a GPU
     max_failures: int = 1  # restarts of dead workers from the last checkpoint
+    # the memory of the GPUs trials run on, for the packing check (search.packing);
+    # 0 = the first GPU torch sees where the search starts (unchecked without one)
+    gpu_memory_gb: float = 0.0
     # Ray custom resources each Train worker needs, e.g. {gpu_node: 1} to pin trials to a
     # node type of a cluster (nodes advertise them with `ray start --resources`).
     custom: dict[str, float] | None = None
@@ -387,6 +394,9 @@ class TrainResources:
             raise ValueError("gpus_per_worker must be > 0 with use_gpu")
         if self.max_failures < 0:
             raise ValueError("max_failures must be >= 0")
+        if self.gpu_memory_gb < 0:
+            raise ValueError(f"gpu_memory_gb must be >= 0 (0 = this machine's GPU), got "
+                             f"{self.gpu_memory_gb}")
         custom = self.custom or {}
         if not isinstance(custom, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -28,6 +28,7 @@ from san_search.config import CandidateConfig, TrainResources
 from san_search.data import open_dataset
 from san_search.data.groups import sampling_for
 from san_search.data.store import PreparedDataset
+from san_search.device import autocast, choose_device, compiled, memory_format, place
 from san_search.errors import CandidateError, NonFiniteLoss
 from san_search.evaluate import PoolScorer, load_pool, san_transform
 from san_search.images import channels, color_of, mismatch, to_nchw
@@ -75,8 +76,8 @@ def check_candidate(cfg: CandidateConfig, zoo: Zoo, image_size: int, channels: i
         raise CandidateError(str(exc)) from None
 
 
-def _frozen(model: nn.Module, device: torch.device) -> nn.Module:
-    model = model.to(device).eval()
+def _frozen(model: nn.Module, device: torch.device, cfg: CandidateConfig) -> nn.Module:
+    model = place(model, device, cfg).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return model
@@ -125,12 +126,13 @@ class SanTrainer:
         self.shard = self.ds.split("train").shard(rank, world_size)
         # group oversampling (`group_weights`): each row's probability; None = shuffled epochs
         self.sample_p = sampling_for(cfg.group_weights, self.ds, self.shard.group)
-        self.model = create("autoencoder", cfg.autoencoder, image_size=self.ds.size,
-                            channels=self.ds.channels, **cfg.autoencoder_kwargs()
-                            ).to(self.device)
-        self.net = wrap(self.model)  # DDP under Ray Train with several workers
-        self.genders = [_frozen(self.zoo.load(n), self.device) for n in cfg.aux_gender]
-        self.matcher = _frozen(self.zoo.load(cfg.aux_matcher), self.device)
+        self.model = place(create("autoencoder", cfg.autoencoder, image_size=self.ds.size,
+                                  channels=self.ds.channels, **cfg.autoencoder_kwargs()),
+                           self.device, cfg)
+        # DDP under Ray Train with several workers; compiled when asked (same parameters)
+        self.net = compiled(wrap(self.model), cfg)
+        self.genders = [_frozen(self.zoo.load(n), self.device, cfg) for n in cfg.aux_gender]
+        self.matcher = _frozen(self.zoo.load(cfg.aux_matcher), self.device, cfg)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         p = self.ds.prototypes
         self.proto = {g: to_nchw(p[n][None]).to(self.device)  # (1, C, S, S)
@@ -140,13 +142,13 @@ class SanTrainer:
 
     # -------------------------------------------------------------- training
     def step(self, idx: np.ndarray, use_matcher: bool) -> dict[str, float]:
-        x = to_nchw(self.shard.images[idx]).to(self.device)
+        x = to_nchw(self.shard.images[idx]).to(self.device,
+                                               memory_format=memory_format(self.cfg))
         y = torch.from_numpy(self.shard.gender[idx].astype(np.int64)).to(self.device)
         male = (y == 1).view(-1, 1, 1, 1)
         same = torch.where(male, self.proto[1], self.proto[0])
         opp = torch.where(male, self.proto[0], self.proto[1])
-        amp = self.cfg.amp and self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(self.cfg, self.device):
             out_same, out_opp = self.net(x, same, opp)
             loss, terms = san_loss(
                 x, y, out_same.float(), out_opp.float(), self.genders,
@@ -275,12 +277,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    device = ray.train.torch.get_device()
+    device = choose_device()  # not Ray's get_device: cuda only where torch sees a GPU
 
     def wrap(model: nn.Module) -> nn.Module:
         if world == 1:
             return model
-        return ray.train.torch.prepare_model(model, move_to_device=False)  # DDP
+        return ray.train.torch.prepare_model(model, move_to_device=device)  # DDP
 
     trainer = SanTrainer(cfg, config["data"], config["zoo"], device=device, rank=rank,
                          world_size=world, wrap=wrap)
@@ -363,11 +365,14 @@ def fit(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *, storage_path
     the workers; `callbacks` are Ray Train callbacks (a search passes Tune's report
     callback). Raises `NonFiniteLoss` when the loss became NaN or infinite."""
     import ray.train
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     resources = resources or TrainResources()
     trainer = TorchTrainer(
         train_loop_per_worker,
+        # One worker needs no collectives: gloo, since NCCL (Ray's choice with use_gpu) fails
+        # where torch sees no GPU. Several workers on GPUs keep NCCL for DDP.
+        torch_config=TorchConfig(backend="gloo") if resources.num_workers == 1 else None,
         train_loop_config={"candidate": cfg.to_dict(),
                            "data": str(Path(data).absolute()),
                            "zoo": str(Path(zoo).absolute()),

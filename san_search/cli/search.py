@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from san_search import shipped
 from san_search.cli.options import Subparsers, add_tracking_options
+
+if TYPE_CHECKING:
+    from san_search.search.space import SearchSpace
 
 
 def add_search(sub: Subparsers) -> None:
@@ -81,6 +85,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"  a trial fits {where}: " + ", ".join(
                 f"{v:g} {k}" for k, v in sorted(have.items()) if k in ("CPU", "GPU")
                 or k in (space.resources.custom or {})))
+            _print_packing(space, Path(args.zoo), ds.size)
             for k, v in space.describe().items():
                 print(f"  {k}: {v}")
             return 0
@@ -90,6 +95,16 @@ def cmd_search(args: argparse.Namespace) -> int:
                                ray_address=args.ray_address, storage=args.storage)
     print(search.format_table([r for r in summary["rows"] if r["on_front"]]))
     return 0
+
+
+def _print_packing(space: SearchSpace, zoo: Path, image_size: int) -> None:
+    """`search --check`: how trials share a GPU and what the largest one needs."""
+    from san_search.search.packing import plan
+    from san_search.zoo import open_zoo
+
+    packing = plan(space, open_zoo(zoo), image_size)
+    if packing is not None:
+        print(f"  GPU packing: {packing.describe()}")
 
 
 def add_launch(sub: Subparsers) -> None:

@@ -22,6 +22,7 @@ from san_search.errors import SearchError
 from san_search.raylocal import start_ray
 from san_search.search.context import TrialContext
 from san_search.search.front import TrialRow, TrialView, front_hypervolume, plain, trial_rows
+from san_search.search.packing import check_packing
 from san_search.search.record import (
     MOASHA_FILE,
     SPACE_FILE,
@@ -122,7 +123,8 @@ def check(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Pa
     """Every check `start` runs before its first trial, starting no trial: the space against
     the dataset and zoo, then a trial's resources against the Ray cluster it would use.
     Returns (bound space, dataset, the resources checked)."""
-    space, ds, _ = bind(space_path, overrides, data, zoo)
+    space, ds, z = bind(space_path, overrides, data, zoo)
+    check_packing(space, z, ds.size)
     resources = available_resources(ray_address)
     check_trial_fits(space, resources)
     return space, ds, resources
@@ -161,6 +163,7 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
     overrides = overrides or {}
     space_path, data, zoo = Path(space_path), Path(data).absolute(), Path(zoo).absolute()
     space, ds, z = bind(space_path, overrides, data, zoo)  # every config error, before work
+    check_packing(space, z, ds.size)  # trials sharing a GPU must fit in its memory
     name, folder = _search_folder(out, name)
     uri = tracking.resolve_tracking_uri(tracking_uri)
     exp_id = tracking.setup(uri, experiment)  # unreachable server: fails here, in seconds

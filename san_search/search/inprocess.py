@@ -30,9 +30,8 @@ from san_search.search.checkpoints import Report
 from san_search.search.record import fetch_checkpoint
 
 if TYPE_CHECKING:
-    import torch
 
-    from san_search.config import CandidateConfig, TrainResources
+    from san_search.config import CandidateConfig
     from san_search.data.store import PreparedDataset
     from san_search.evaluate import PoolScorer
     from san_search.search.context import TrialContext
@@ -63,14 +62,6 @@ def opened(ctx: TrialContext, device: str) -> Opened:
     return _OPENED[key]
 
 
-def device_for(resources: TrainResources) -> torch.device:
-    """CUDA when the trial holds a GPU and this process sees one, else the CPU."""
-    import torch
-
-    use = resources.use_gpu and torch.cuda.is_available()
-    return torch.device("cuda" if use else "cpu")
-
-
 def previous(trial_storage: str, cfg: CandidateConfig) -> Report | None:
     """The newest complete checkpoint of this trial (a restarted trial), or None. One left
     by another candidate (a trial the driver died before recording, whose id was handed out
@@ -94,6 +85,7 @@ def train_trial(ctx: TrialContext, cfg: CandidateConfig, trial_id: str, hooks: E
     import ray.tune
     import torch
 
+    from san_search.device import choose_device
     from san_search.errors import NonFiniteLoss
     from san_search.search.record import join_storage
     from san_search.search.trial import CHECKPOINT_PATH, finalize_trial, trial_done
@@ -102,7 +94,7 @@ def train_trial(ctx: TrialContext, cfg: CandidateConfig, trial_id: str, hooks: E
     resources = ctx.space.resources
     storage = join_storage(ctx.storage, "train", trial_id)
     prior = previous(storage, cfg)
-    device = device_for(resources)
+    device = choose_device(train_worker=False)  # one home for the device rule
     torch.set_num_threads(max(1, int(resources.cpus_per_worker)))
     ds, zoo, scorer = opened(ctx, str(device))
     trainer = SanTrainer(cfg, ds, zoo, device=device, scorer=scorer)

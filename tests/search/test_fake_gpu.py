@@ -1,0 +1,72 @@
+"""The GPU path without a GPU: a real search on a Ray started with fake GPU resources.
+Trials ask for a fractional GPU, Ray packs them by it, every Train worker receives its share,
+and every worker still trains on the CPU (torch sees no GPU there; CUDA is never touched)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.gpu_guard import HOOK, RECORD_ENV
+from tests.search.spaces import SMOKE, write_space
+
+RESOURCES = "resources: {num_workers: 1, cpus_per_worker: 0.5, max_failures: 1}"
+
+
+def _max_overlap(spans: list[tuple[float, float]]) -> int:
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    now = most = 0
+    for _, step in edges:
+        now += step
+        most = max(most, now)
+    return most
+
+
+@pytest.mark.slow
+def test_trials_receive_half_a_fake_gpu_and_train_on_the_cpu(
+        problem: tuple[Path, Path], tmp_path: Path) -> None:
+    import ray
+
+    from san_search import search
+
+    data, zoo = problem
+    record = tmp_path / "record"
+    record.mkdir()
+    text = (SMOKE.replace(RESOURCES, "resources: {num_workers: 1, cpus_per_worker: 0.5, "
+                                     "use_gpu: true, gpus_per_worker: 0.5, max_failures: 0}")
+            .replace("budget: {trials: 4, epochs: 2, concurrency: 2}",
+                     "budget: {trials: 3, epochs: 2, concurrency: 3, final_curve: false}")
+            .replace("scheduler: {name: mo_asha, grace_epochs: 1, reduction_factor: 2}",
+                     "scheduler: {name: none}"))
+    assert "concurrency: 3" in text and "gpus_per_worker: 0.5" in text
+    # one fake GPU: CPUs for three trials at once, GPU shares for two
+    ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
+             configure_logging=False,
+             runtime_env={"worker_process_setup_hook": HOOK,
+                          "env_vars": {RECORD_ENV: str(record)}})
+    try:
+        summary = search.start(write_space(tmp_path, text), data, zoo, out=tmp_path / "runs",
+                               name="fakegpu", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
+                               log=lambda _: None)
+    finally:
+        ray.shutdown()
+    assert len(summary["rows"]) == 3
+    events = [json.loads(line) for f in record.glob("*.jsonl")
+              for line in f.read_text().splitlines()]
+    devices = [e for e in events if e["event"] == "device"]
+    assert len(devices) == 3  # one Train worker per trial
+    for e in devices:
+        assert e["assigned"]["GPU"] == pytest.approx(0.5)
+        assert e["assigned"]["CPU"] == pytest.approx(0.5)
+        assert e["gpu_ids"] == ["0"]
+        assert e["ray_device"] == "cuda:0"  # what Ray's get_device would have trained on
+        assert e["device"] == "cpu"
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert len(epochs) == 6 and all(e["devices"] == ["cpu"] for e in epochs)
+    spans = []
+    for d in devices:
+        ends = [e["time"] for e in epochs if e["pid"] == d["pid"]]
+        spans.append((d["time"], max(ends)))
+    assert _max_overlap(spans) <= 2  # the third trial waited for a GPU share
