@@ -27,6 +27,16 @@ def _record(event: dict[str, Any]) -> None:
             f.write(json.dumps({"pid": os.getpid(), "time": time.time(), **event}) + "\n")
 
 
+def _trial() -> str | None:
+    """The Tune trial this process is running, if any."""
+    try:
+        import ray.tune
+
+        return str(ray.tune.get_context().get_trial_id())
+    except Exception:  # noqa: BLE001 - outside a Tune trial
+        return None
+
+
 def cpu_only_node() -> None:
     import torch
 
@@ -40,14 +50,18 @@ def cpu_only_node() -> None:
     torch.cuda._lazy_init = refuse  # type: ignore[assignment]  # every CUDA tensor needs it
     choose, run_epoch = san_search.device.choose_device, san_search.train._run_epoch
 
-    def recording_choose() -> torch.device:
+    def recording_choose(train_worker: bool = True) -> torch.device:
         import ray
-        import ray.train.torch
 
-        device = choose()
-        _record({"event": "device", "device": str(device),
-                 "ray_device": str(ray.train.torch.get_device()),
-                 "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+        device = choose(train_worker)
+        if train_worker:  # what Ray Train's own get_device would have trained on
+            import ray.train.torch
+
+            naive = str(ray.train.torch.get_device())
+        else:  # a trial in its own process: "cuda" wherever Ray assigned a GPU
+            naive = "cuda" if ray.get_gpu_ids() else "cpu"
+        _record({"event": "device", "device": str(device), "ray_device": naive,
+                 "trial": _trial(), "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
                  "assigned": ray.get_runtime_context().get_assigned_resources()})
         return device
 
@@ -55,7 +69,8 @@ def cpu_only_node() -> None:
         out = run_epoch(trainer, rank)
         tensors = [*trainer.model.parameters(), *trainer.matcher.parameters(),
                    *(p for g in trainer.genders for p in g.parameters())]
-        _record({"event": "epoch", "devices": sorted({t.device.type for t in tensors})})
+        _record({"event": "epoch", "trial": _trial(),
+                 "devices": sorted({t.device.type for t in tensors})})
         return out
 
     san_search.device.choose_device = recording_choose  # type: ignore[assignment]

@@ -1,6 +1,7 @@
 """The GPU path without a GPU: a real search on a Ray started with fake GPU resources.
-Trials ask for a fractional GPU, Ray packs them by it, every Train worker receives its share,
-and every worker still trains on the CPU (torch sees no GPU there; CUDA is never touched)."""
+Trials ask for a fractional GPU, Ray packs them by it, every trial (a one-worker trial trains
+in its own Tune process) receives its share, and every trial still trains on the CPU (torch
+sees no GPU there; CUDA is never touched)."""
 
 from __future__ import annotations
 
@@ -56,17 +57,17 @@ def test_trials_receive_half_a_fake_gpu_and_train_on_the_cpu(
     events = [json.loads(line) for f in record.glob("*.jsonl")
               for line in f.read_text().splitlines()]
     devices = [e for e in events if e["event"] == "device"]
-    assert len(devices) == 3  # one Train worker per trial
+    assert len({e["trial"] for e in devices}) == 3  # each trial chose its device once
     for e in devices:
         assert e["assigned"]["GPU"] == pytest.approx(0.5)
         assert e["assigned"]["CPU"] == pytest.approx(0.5)
         assert e["gpu_ids"] == ["0"]
-        assert e["ray_device"] == "cuda:0"  # what Ray's get_device would have trained on
+        assert e["ray_device"].startswith("cuda")  # what a naive choice would train on
         assert e["device"] == "cpu"
     epochs = [e for e in events if e["event"] == "epoch"]
     assert len(epochs) == 6 and all(e["devices"] == ["cpu"] for e in epochs)
     spans = []
     for d in devices:
-        ends = [e["time"] for e in epochs if e["pid"] == d["pid"]]
+        ends = [e["time"] for e in epochs if e["trial"] == d["trial"]]
         spans.append((d["time"], max(ends)))
     assert _max_overlap(spans) <= 2  # the third trial waited for a GPU share
