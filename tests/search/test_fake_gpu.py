@@ -6,6 +6,7 @@ sees no GPU there; CUDA is never touched)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from tests.gpu_guard import HOOK, RECORD_ENV
 from tests.search.spaces import SMOKE, write_space
 
+REPO = Path(__file__).resolve().parents[2]
 RESOURCES = "resources: {num_workers: 1, cpus_per_worker: 0.5, max_failures: 1}"
 
 
@@ -46,7 +48,9 @@ def test_trials_receive_half_a_fake_gpu_and_train_on_the_cpu(
     ray.init(address="local", num_cpus=4, num_gpus=1, include_dashboard=False,
              configure_logging=False,
              runtime_env={"worker_process_setup_hook": HOOK,
-                          "env_vars": {RECORD_ENV: str(record)}})
+                          # the hook lives in tests/: workers import it from the checkout
+                          "env_vars": {RECORD_ENV: str(record), "PYTHONPATH": os.pathsep.join(
+                              p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}})
     try:
         summary = search.start(write_space(tmp_path, text), data, zoo, out=tmp_path / "runs",
                                name="fakegpu", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}",
