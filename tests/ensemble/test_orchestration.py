@@ -157,3 +157,25 @@ def test_a_selection_made_before_identification_still_loads(tmp_path: Path) -> N
     (tmp_path / "ensemble" / "selection.json").write_text(json.dumps(raw))
     back = Selection.load(tmp_path)
     assert back.test_cmc == [] and "identification" not in format_test_table(back.test_table)
+
+
+def test_a_test_pool_without_a_matcher_is_refused_before_any_scoring(tmp_path: Path) -> None:
+    from san_search.ensemble.orchestration import check_test_pool
+    from san_search.errors import EnsembleError
+
+    class Zoo:  # only what the check reads
+        path = tmp_path / "zoo"
+
+        def names(self, kind: str, role: str) -> list[str]:
+            return ["g_test"] if (kind, role) == ("gender", "test") else []
+
+    with pytest.raises(EnsembleError, match=r"the test pool has no matcher: zoo .*zoo has no "
+                       r"test-role matcher and --no-third-party leaves out the third-party "
+                       r"one; .* or drop --no-third-party"):
+        check_test_pool(Zoo(), third_party=False)  # type: ignore[arg-type]
+    import importlib.util
+
+    if not (importlib.util.find_spec("dlib") and importlib.util.find_spec(
+            "face_recognition_models")):
+        pytest.skip("dlib is not installed (the evaluators extra)")
+    check_test_pool(Zoo(), third_party=True)  # type: ignore[arg-type]  # dlib fills the role
