@@ -58,8 +58,8 @@ def test_lfw_subset_prepares_with_invariants(lfw_subset: Path, tmp_path: Path) -
     with (lfw_subset / "male_names.txt").open("ab") as fh:
         fh.write(b"Zz_Broken_0001.jpg\r\n")
     out = tmp_path / "ds"
-    info = prepare("lfw", lfw_subset, out, size=32, options=BuildOptions(pairs=40),
-                   workers=2, progress=_quiet)
+    info = prepare("lfw", lfw_subset, out, size=32, color="gray",
+                   options=BuildOptions(pairs=40), workers=2, progress=_quiet)
     _check_dataset(out)
     assert info["size"] == 32 and info["format"] == "lfw"
     with (out / "rejected.csv").open() as fh:
