@@ -74,7 +74,7 @@ def test_lfw_subset_prepares_with_invariants(lfw_subset: Path, tmp_path: Path) -
     # Parquet shards hold the same rows as the mapped Arrow files.
     t = pq.read_table(out / "parquet" / "val-00000.parquet")
     assert t.column_names == ["image", "identity", "identity_index", "gender", "split",
-                              "source_path"]
+                              "source_path", "group", "ita"]
     first = np.frombuffer(t.column("image")[0].as_py(), np.uint8).reshape(32, 32)
     assert np.array_equal(first, ds.split("val").images[0])
 
