@@ -210,10 +210,16 @@ def blend_luminance(region: Image.Image, target: np.ndarray, weight: np.ndarray
     alpha = "A" in mode or "transparency" in region.info
     rgb = region.convert("RGBA" if alpha else "RGB")
     new = Image.fromarray(_blend_rgb(np.asarray(rgb), target, weight), rgb.mode)
-    if mode == "P":
+    return _back_to_mode(new, region, weight)
+
+
+def _back_to_mode(new: Image.Image, region: Image.Image, weight: np.ndarray) -> Image.Image:
+    """`new` (RGB or RGBA) converted back to `region`'s mode (a palette image keeps its
+    palette), taken only where `weight` > 0: every other pixel stays exactly `region`'s."""
+    if region.mode == "P":
         back = new.convert("RGB").quantize(palette=region, dither=Image.Dither.NONE)
     else:
-        back = new.convert(mode)
+        back = new.convert(region.mode)
     changed = Image.fromarray(((weight > 0) * 255).astype(np.uint8), "L")
     return Image.composite(back, region, changed)
 
@@ -229,14 +235,7 @@ def blend_colour(region: Image.Image, target: np.ndarray, weight: np.ndarray) ->
     old = a[..., :3].astype(np.float64)
     out[..., :3] = np.rint(old + weight[..., None] * (target - old)).astype(a.dtype)
     new = Image.fromarray(out, rgb.mode)
-    if mode in ("RGB", "RGBA"):
-        return new
-    if mode == "P":
-        back = new.convert("RGB").quantize(palette=region, dither=Image.Dither.NONE)
-    else:
-        back = new.convert(mode)
-    changed = Image.fromarray(((weight > 0) * 255).astype(np.uint8), "L")
-    return Image.composite(back, region, changed)
+    return new if mode in ("RGB", "RGBA") else _back_to_mode(new, region, weight)
 
 
 def _resized(face: np.ndarray, n: int) -> np.ndarray:
