@@ -112,6 +112,8 @@ def persist(local: Path, trial_storage: str, epoch: int, metrics: dict[str, Any]
 
 
 def remove(trial_storage: str) -> None:
-    """Delete a trial's checkpoints (left by another candidate under a reused trial id)."""
+    """Delete a trial's checkpoints (left by another candidate under a reused trial id):
+    only the `epoch_NNNNNN` folders this module wrote; anything else there is kept."""
     fs, root = _fs(trial_storage)
-    fs.delete_dir_contents(root, missing_dir_ok=True)
+    for folder in _folders(fs, root):
+        fs.delete_dir(folder)

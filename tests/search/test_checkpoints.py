@@ -49,8 +49,10 @@ def test_the_newest_complete_checkpoint_wins_and_two_are_kept(tmp_path: Path, ur
     assert json.loads(checkpoints.read_file(storage, last.checkpoint, "trainer.json")) == {
         "epoch": 4}
 
+    (trial / "notes.txt").write_text("a user's file")  # not ours: remove leaves it
     checkpoints.remove(storage)
     assert checkpoints.latest(storage) is None
+    assert [p.name for p in trial.iterdir()] == ["notes.txt"]
 
 
 def test_a_torn_report_is_not_a_checkpoint(tmp_path: Path) -> None:
