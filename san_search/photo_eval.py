@@ -158,16 +158,15 @@ def field_metrics(orig: FieldFaces, prot: FieldFaces, gender: np.ndarray, a: np.
     return out
 
 
-def crop_metrics(ens: Any, images: np.ndarray, gender: np.ndarray, a: np.ndarray,
-                 b: np.ndarray, same: np.ndarray) -> dict[str, float]:
-    """The same third-party evaluators on the dataset's crops of the same images (how the
-    test table scores them)."""
-    from san_search.evaluators import DlibMatcher, OnnxAgeGenderGender
+def crop_metrics(ens: Any, field: FieldPipeline, images: np.ndarray, gender: np.ndarray,
+                 a: np.ndarray, b: np.ndarray, same: np.ndarray) -> dict[str, float]:
+    """The same third-party evaluators (`field`'s) on the dataset's crops of the same
+    images (how the test table scores them)."""
+    from san_search.ensemble.serving import to_uint8
     from san_search.metrics import gender_scores, pair_verification
 
-    prot = ens.runtime.perturb(images)
-    prot_u8 = (np.clip(prot, 0, 1) * 255).round().astype(np.uint8)
-    dm, gm = DlibMatcher(), OnnxAgeGenderGender()
+    prot_u8 = to_uint8(ens.runtime.perturb(images))
+    dm, gm = field.matcher, field.gender
     e_orig, e_prot = dm.embed(images), dm.embed(prot_u8)
     base = pair_verification(e_orig, e_orig, a, b, same)["tar"]
     pert = pair_verification(e_prot, e_orig, a, b, same)["tar"]
@@ -237,8 +236,8 @@ def evaluate_photos(ensemble: str | Path, data: str | Path, *, root: str | Path 
                   "perturb_found_no_face": no_face, "policy": policy or ens.manifest["policy"],
                   "seed": seed,
                   "photo": field_metrics(orig, prot, gender, a, b, same),
-                  "crop": crop_metrics(ens, np.asarray(view.images[idx]), gender, a, b,
-                                       same)}
+                  "crop": crop_metrics(ens, field, np.asarray(view.images[idx]), gender, a,
+                                       b, same)}
         if keep is not None:
             write_atomic(work / RESULT, (json.dumps(result, indent=2) + "\n").encode())
     return result
