@@ -43,12 +43,12 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead import trial_rows  # noqa: E402
 from search_efficiency import synthetic_problem  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SPACE = REPO / "search_spaces" / "default.yaml"
 NO_GPU = "no GPU"
-TIMES = ("train_seconds", "eval_seconds", "final_curve_seconds")  # bench/overhead.py's split
 
 
 class GpuSampler:
@@ -122,31 +122,6 @@ def versions() -> str:
         except importlib.metadata.PackageNotFoundError:
             continue
     return ", ".join(out)
-
-
-def trial_rows(uri: str, experiment: str, parent: str) -> list[dict[str, Any]]:
-    """Per trial: wall (child run start to end), the TIMES, fixed cost and images/s."""
-    from mlflow.tracking import MlflowClient
-
-    from san_search import tracking
-
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment).experiment_id
-    rows = []
-    for run in sorted(tracking.child_runs(uri, exp, parent), key=lambda r: r.info.start_time):
-        rid = run.info.run_id
-        row: dict[str, Any] = {k: sum(m.value for m in client.get_metric_history(rid, k))
-                               for k in TIMES}
-        speed = [m.value for m in client.get_metric_history(rid, "images_per_s")]
-        if not row["train_seconds"] or not run.info.end_time:
-            continue  # not trained, or not ended
-        row["trial"] = run.data.tags.get("san_search.trial_id", rid[:8])
-        row["epochs"] = len(speed)
-        row["images_per_s"] = sum(speed) / len(speed)
-        row["wall"] = (run.info.end_time - run.info.start_time) / 1000
-        row["fixed"] = row["wall"] - sum(row[k] for k in TIMES)
-        rows.append(row)
-    return rows
 
 
 def table(rows: list[dict[str, Any]], wall: float, gpu: dict[str, str], title: str) -> str:

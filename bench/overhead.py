@@ -19,6 +19,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -39,7 +40,6 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=1)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from mlflow.tracking import MlflowClient
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp).absolute()
@@ -60,29 +60,50 @@ def main() -> None:
         uri = f"sqlite:///{out / 'mlflow.db'}"
         summary = search.start(path, data, zoo, out=out / "runs", name="overhead",
                                tracking_uri=uri, experiment="overhead", log=lambda _: None)
-        client = MlflowClient(uri)
-        runs = tracking.child_runs(uri, client.get_experiment_by_name("overhead").experiment_id,
-                               summary["parent_run_id"])
         print(f"{'trial':<10} {'wall s':>7} {'train s':>8} {'eval s':>7} "
               f"{'final curve s':>13} {'fixed s':>8} {'outside train':>13}")
         tot = dict.fromkeys(("wall", "train", "eval", "final"), 0.0)
-        for run in sorted(runs, key=lambda r: r.info.start_time):
-            rid = run.info.run_id
-            got = {k: sum(m.value for m in client.get_metric_history(rid, k))
-                   for k in ("train_seconds", "eval_seconds", "final_curve_seconds")}
-            if not got["train_seconds"] or not run.info.end_time:
-                continue
-            row = {"wall": (run.info.end_time - run.info.start_time) / 1000,
-                   "train": got["train_seconds"], "eval": got["eval_seconds"],
-                   "final": got["final_curve_seconds"]}
+        rows = trial_rows(uri, "overhead", summary["parent_run_id"])
+        for r in rows:
+            row = {"wall": r["wall"], "train": r["train_seconds"], "eval": r["eval_seconds"],
+                   "final": r["final_curve_seconds"]}
             for k, v in row.items():
                 tot[k] += v
-            print(_line(run.data.tags["san_search.trial_id"], row))
+            print(_line(r["trial"], row))
         print(_line("all", tot))
-        n = max(1, len(runs))
-        print(f"fixed cost per trial: {_fixed(tot) / n:.1f} s (mean of {len(runs)})")
+        print(f"fixed cost per trial: {_fixed(tot) / max(1, len(rows)):.1f} s "
+              f"(mean of {len(rows)})")
         print(f"({args.trials} trials x {args.epochs} epochs x {args.images_per_epoch} images, "
               f"{args.concurrency} at a time; data {data})")
+
+
+TIMES = ("train_seconds", "eval_seconds", "final_curve_seconds")
+
+
+def trial_rows(uri: str, experiment: str, parent: str) -> list[dict[str, Any]]:
+    """Per finished trial of a search: wall time (its child run's start to end, the final
+    curve included), the TIMES, the fixed cost (the rest) and images/s. Shared with
+    bench/gpu_search.py."""
+    from mlflow.tracking import MlflowClient
+
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment).experiment_id
+    rows = []
+    for run in sorted(tracking.child_runs(uri, exp, parent), key=lambda r: r.info.start_time):
+        rid = run.info.run_id
+        row: dict[str, Any] = {k: sum(m.value for m in client.get_metric_history(rid, k))
+                               for k in TIMES}
+        speed = [m.value for m in client.get_metric_history(rid, "images_per_s")]
+        if not row["train_seconds"] or not run.info.end_time:
+            continue  # not trained, or not ended
+        row["trial"] = run.data.tags.get("san_search.trial_id", rid[:8])
+        row["epochs"] = len(speed)
+        row["images_per_s"] = sum(speed) / len(speed)
+        row["wall"] = (run.info.end_time - run.info.start_time) / 1000
+        row["fixed"] = row["wall"] - sum(row[k] for k in TIMES)
+        rows.append(row)
+    return rows
 
 
 def _fixed(row: dict[str, float]) -> float:
