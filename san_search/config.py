@@ -383,6 +383,9 @@ class TrainResources:
     # the memory of the GPUs trials run on, for the packing check (search.packing);
     # 0 = the first GPU torch sees where the search starts (unchecked without one)
     gpu_memory_gb: float = 0.0
+    # host memory one worker may use, reserved with Ray (its `memory` resource) so that a node
+    # runs only as many trials at once as fit in its RAM; 0 = a token 64 MiB per trial
+    memory_gb: float = 0.0
     # Ray custom resources each Train worker needs, e.g. {gpu_node: 1} to pin trials to a
     # node type of a cluster (nodes advertise them with `ray start --resources`).
     custom: dict[str, float] | None = None
@@ -397,6 +400,8 @@ class TrainResources:
         if self.gpu_memory_gb < 0:
             raise ValueError(f"gpu_memory_gb must be >= 0 (0 = this machine's GPU), got "
                              f"{self.gpu_memory_gb}")
+        if self.memory_gb < 0:
+            raise ValueError(f"memory_gb must be >= 0 (0 = not reserved), got {self.memory_gb}")
         custom = self.custom or {}
         if not isinstance(custom, dict) or not all(
                 isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -413,6 +418,8 @@ class TrainResources:
         out = {"CPU": self.cpus_per_worker}
         if self.use_gpu:
             out["GPU"] = self.gpus_per_worker
+        if self.memory_gb:
+            out["memory"] = float(int(self.memory_gb * 2**30))
         out.update(self.custom or {})
         return out
 

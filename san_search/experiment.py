@@ -158,12 +158,17 @@ def check_resources(resources: TrainResources, available: dict[str, float]) -> N
     need = {"CPU": n * resources.cpus_per_worker}
     if resources.use_gpu:
         need["GPU"] = n * resources.gpus_per_worker
+    if resources.memory_gb:
+        need["memory"] = n * resources.memory_gb * 2**30
+    knob = {"CPU": "cpus_per_worker", "GPU": "gpus_per_worker", "memory": "memory_gb"}
     for res, amount in need.items():
         if available.get(res, 0.0) < amount:
+            gib = 1.0 if res != "memory" else 2.0**30
+            unit = " GiB of" if res == "memory" else ""
             raise CandidateError(
-                f"the candidate needs {amount:g} {res} ({n} worker(s)); the Ray "
-                f"cluster has {available.get(res, 0.0):g}. Lower num_workers / "
-                f"cpus_per_worker{' / gpus_per_worker' if res == 'GPU' else ''}")
+                f"the candidate needs {amount / gib:g}{unit} {res} ({n} worker(s)); the Ray "
+                f"cluster has {available.get(res, 0.0) / gib:g}. Lower num_workers / "
+                f"{knob[res]}")
 
 
 def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,

@@ -51,6 +51,11 @@ def test_impossible_resources_fail_instead_of_hanging() -> None:
     with pytest.raises(CandidateError, match="needs 1 GPU .* has 0"):
         check_resources(TrainResources(use_gpu=True), {"CPU": 8.0})
     check_resources(TrainResources(num_workers=2, cpus_per_worker=1.0), {"CPU": 2.0})  # fits
+    with pytest.raises(CandidateError, match=r"needs 6 GiB of memory \(2 worker\(s\)\); the Ray "
+                                             r"cluster has 4\. Lower num_workers / memory_gb"):
+        check_resources(TrainResources(num_workers=2, memory_gb=3.0),
+                        {"CPU": 2.0, "memory": 4.0 * 2**30})
+    check_resources(TrainResources(memory_gb=3.0), {"CPU": 2.0, "memory": 4.0 * 2**30})
 
 
 def test_evaluate_command_prints_the_curve(problem: tuple[Path, Path], tmp_path: Path,

@@ -309,9 +309,10 @@ def trial_resources(resources: TrainResources, local: bool) -> dict[str, float]:
     """What one Tune trial holds. A trial that trains in its own process (`local`) holds a
     worker's resources and is restarted by Tune (`max_failures`); one that waits on its Ray
     Train run holds no CPU (a CPU fraction per trial would leave, say, 0.98 of 2 CPUs and keep
-    the second trial's 1-CPU worker out), and Ray Train restarts its workers."""
+    the second trial's 1-CPU worker out), and Ray Train restarts its workers. A local trial
+    reserves `resources.memory_gb` when set, else a token TRIAL_MEMORY."""
     if local:
-        return {**resources.per_worker(), "memory": TRIAL_MEMORY}
+        return {"memory": TRIAL_MEMORY, **resources.per_worker()}
     return {"memory": TRIAL_MEMORY}
 
 

@@ -13,6 +13,11 @@ What makes its fixed cost small:
     the val pool already loaded (`trial.finalize_trial` with the trainer), instead of by a
     Ray task that opens everything again.
 
+What keeps a reused process small: once a trial's trainer is gone, `release_memory` hands the
+heap memory the trial freed back to the OS. Without it glibc kept it mapped, so each reused
+process held its largest trial's high-water mark while it waited or ran a smaller trial (on
+LFW-32 with SFace as the aux matcher: 3.2 GB after an epoch, 1.0 GB once released).
+
 A trial that Tune restarts (after a crash of its process, or a resumed search) continues
 from its newest complete checkpoint; one whose checkpoint is its last report is reported
 and finalised, not trained again.
@@ -20,6 +25,9 @@ and finalised, not trained again.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import tempfile
 from pathlib import Path
@@ -81,7 +89,29 @@ def previous(trial_storage: str, cfg: CandidateConfig) -> Report | None:
 def train_trial(ctx: TrialContext, cfg: CandidateConfig, trial_id: str, hooks: EpochHooks
                 ) -> None:
     """Train (or continue) one trial here, reporting each epoch to Tune with its
-    checkpoint, then score its final curve into its child run."""
+    checkpoint, then score its final curve into its child run; then release the memory it
+    freed, before this reused process takes the next trial."""
+    try:
+        _train_here(ctx, cfg, trial_id, hooks)
+    finally:
+        release_memory()
+
+
+def release_memory() -> int:
+    """Collect garbage and return the C heap's free memory to the OS (glibc's `malloc_trim`;
+    elsewhere only the collection). Returns malloc_trim's answer: 1 if memory was released,
+    0 if none, -1 where there is no malloc_trim."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        trim = None
+    return -1 if trim is None else int(trim(0))
+
+
+def _train_here(ctx: TrialContext, cfg: CandidateConfig, trial_id: str, hooks: EpochHooks
+                ) -> None:
     import ray.tune
     import torch
 

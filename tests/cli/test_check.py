@@ -24,6 +24,8 @@ def _check(problem: tuple[Path, Path], space: Path) -> int:
      "the candidate needs 1024 CPU (1 worker(s)); the Ray cluster has {cpus:g}"),
     ("resources: {num_workers: 1, use_gpu: true, gpus_per_worker: 1024, max_failures: 1}",
      "the candidate needs 1024 GPU (1 worker(s)); the Ray cluster has"),
+    ("resources: {num_workers: 1, cpus_per_worker: 1, memory_gb: 100000, max_failures: 1}",
+     "the candidate needs 100000 GiB of memory (1 worker(s)); the Ray cluster has"),
     ("resources: {num_workers: 2, cpus_per_worker: 0.5, max_failures: 1, custom: {slot: 1}}",
      "resources: custom: a trial needs 2 'slot'; the Ray cluster has 0"),
 ])

@@ -193,3 +193,7 @@ def test_a_one_worker_trial_holds_its_worker_and_a_ray_train_trial_only_waits() 
         "CPU": 0.5, "GPU": 0.25, "slot": 1.0, "memory": TRIAL_MEMORY}
     assert trial_resources(TrainResources(num_workers=2), local=False) == {
         "memory": TRIAL_MEMORY}
+    # memory_gb reserves that much RAM per trial, so Ray runs only as many as fit a node
+    big = TrainResources(num_workers=1, cpus_per_worker=1.0, memory_gb=3.5)
+    assert trial_resources(big, local=True) == {"CPU": 1.0, "memory": 3.5 * 2**30}
+    assert big.per_worker() == {"CPU": 1.0, "memory": 3.5 * 2**30}
