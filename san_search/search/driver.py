@@ -99,7 +99,8 @@ def check_trial_fits(space: SearchSpace, resources: Mapping[str, float]) -> None
 def available_resources(ray_address: str | None) -> dict[str, float]:
     """The Ray resources a search would get, for `search --check`. A local run: what the
     local Ray that `start` launches would offer, computed without starting it (CPUs from
-    os.cpu_count, GPUs that torch sees, no custom resources); a Ray already running in this
+    os.cpu_count, GPUs that torch sees, memory as Ray reckons it: 70% of the memory available
+    now, the rest going to its object store; no custom resources); a Ray already running in this
     process, or `ray_address`: the cluster's own `ray.cluster_resources()`."""
     import ray
 
@@ -108,13 +109,23 @@ def available_resources(ray_address: str | None) -> dict[str, float]:
     if ray_address is None:
         import torch
 
-        return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+        return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count()),
+                "memory": 0.7 * _available_memory()}
     started = _ray_init(ray_address)
     try:
         return dict(ray.cluster_resources())
     finally:
         if started:
             ray.shutdown()
+
+
+def _available_memory() -> float:
+    """Bytes of memory available now (MemAvailable where /proc/meminfo has it, else total)."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        with open("/proc/meminfo") as f:
+            line = next(x for x in f if x.startswith("MemAvailable:"))
+        return float(line.split()[1]) * 1024
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def check(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Path, zoo: Path,
