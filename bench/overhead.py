@@ -86,7 +86,6 @@ def trial_rows(uri: str, experiment: str, parent: str) -> list[dict[str, Any]]:
     bench/gpu_search.py."""
     from mlflow.tracking import MlflowClient
 
-
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment).experiment_id
     rows = []

