@@ -20,7 +20,10 @@ Every image is rounded to 8 bits after perturbation, as a deployment writes it. 
 attackers and one row per method: privacy against the zoo's fixed test gender classifiers
 (`privacy_mean`, `privacy_min`: third-party judges are left out), each attacker's privacy
 (`attack.<model>.<init>.<data>`) and error (`attack_error.<...>`), and the worst attacker
-(`attack_privacy_min`, `attack_worst`).
+(`attack_privacy_min`, `attack_worst`). When the test split has skin-tone groups, `groups`
+holds one row per method, group and group x gender (`data.groups.privacy_by_group`): the
+fixed classifiers' privacy, the lowest attacker privacy of each training variant
+(`attack_privacy_min.perturbed`, `attack_privacy_min.plus_originals`) and of all.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
 ATTACK_FILE = "attack.json"
 ATTACK_KIND = "attack"  # the KIND_TAG of the attack's MLflow run
+GROUPS_TABLE = "attack_groups.json"  # the run's per-group table, with skin-tone groups
 INITS = ("scratch", "finetuned")  # random weights, or the zoo model's trained weights
 DATA = ("perturbed", "plus_originals")  # what the attacker trains on
 ATTACK_MIN, ATTACK_WORST = "attack_privacy_min", "attack_worst"
@@ -84,6 +88,16 @@ def column(model: str, init: str, data: str) -> str:
 
 def error_column(model: str, init: str, data: str) -> str:
     return f"attack_error.{model}.{init}.{data}"
+
+
+def variant_column(data: str) -> str:
+    """The worst attacker of one training variant, in the per-group rows:
+    `attack_privacy_min.plus_originals`."""
+    return f"{ATTACK_MIN}.{data}"
+
+
+GROUP_COLUMNS = (mn.GENDER, mn.IMAGES, mn.PRIVACY_MEAN, *(variant_column(d) for d in DATA),
+                 ATTACK_MIN)  # the per-group table's columns, after method and group
 
 
 def attack_columns(result: dict[str, Any]) -> list[str]:
@@ -189,29 +203,55 @@ def train_attacker(attacker: dict[str, str], init: str, train: SplitView, ds_pat
     return model
 
 
-def fixed_privacy(zoo: Zoo, test: SplitView) -> dict[str, float]:
-    """Privacy of `test` (perturbed) against the zoo's fixed test gender classifiers (the
-    val ones when the zoo has none): `privacy_mean`, `privacy_min`."""
+def fixed_scores(zoo: Zoo, test: SplitView) -> dict[str, np.ndarray]:
+    """The male scores of `test` (perturbed) from the zoo's fixed test gender classifiers (the
+    val ones when the zoo has none)."""
+    names = zoo.names("gender", "test") or zoo.names("gender", "val")
+    return {n: zoo.gender_evaluator(n).male_score(test.images) for n in names}
+
+
+def fixed_privacy(scores: dict[str, np.ndarray], gender: np.ndarray) -> dict[str, float]:
+    """`privacy_mean`, `privacy_min` of the fixed classifiers' `scores`."""
     from san_search.metrics import gender_scores
 
-    names = zoo.names("gender", "test") or zoo.names("gender", "val")
-    p = [gender_scores(zoo.gender_evaluator(n).male_score(test.images), test.gender)["privacy"]
-         for n in names]
+    p = [gender_scores(s, gender)["privacy"] for s in scores.values()]
     return {mn.PRIVACY_MEAN: float(np.mean(p)), mn.PRIVACY_MIN: float(np.min(p))}
+
+
+def group_rows(group: np.ndarray, gender: np.ndarray, fixed: dict[str, np.ndarray],
+               attacked: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Per group and group x gender (`data.groups.privacy_by_group`, sizes included): the
+    fixed classifiers' mean privacy, and for each training variant the lowest privacy of its
+    attackers (`attacked`: attack column -> male scores), then the lowest of all."""
+    from san_search.data.groups import privacy_by_group
+
+    rows = privacy_by_group(group, gender, fixed)
+    per = {c: privacy_by_group(group, gender, {c: s}) for c, s in attacked.items()}
+    for i, row in enumerate(rows):
+        for d in DATA:
+            row[variant_column(d)] = min(per[c][i][mn.PRIVACY_MEAN] for c in attacked
+                                         if c.endswith(f".{d}"))
+        row[ATTACK_MIN] = min(row[variant_column(d)] for d in DATA)
+    return rows
 
 
 def _attack_method(label: str, f: Transform, ds: PreparedDataset, zoo: Zoo,
                    attackers: list[dict[str, str]], budget: Budget, log: Log
-                   ) -> dict[str, Any]:
-    """One method's row: fixed privacy and every attacker's privacy and error."""
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One method's row (fixed privacy and every attacker's privacy and error) and its
+    per-group rows (`group_rows`; none when the test split has no groups)."""
+    from san_search.data.groups import has_groups
     from san_search.ensemble.serving import to_uint8
-    from san_search.zoo import evaluate_gender
+    from san_search.evaluators import TorchGender
+    from san_search.metrics import gender_scores
 
     train, test = ds.split("train"), ds.split("test")
     rows = train_rows(train, budget)
     perturbed = f(np.asarray(train.images[rows]))
     test_view = dataclasses.replace(test, images=to_uint8(f(test.images)))
-    row: dict[str, Any] = {METHOD: label, **fixed_privacy(zoo, test_view)}
+    fixed = fixed_scores(zoo, test_view)
+    row: dict[str, Any] = {METHOD: label, **fixed_privacy(fixed, test.gender)}
+    attacked: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
     for a in attackers:
         for init in INITS:
@@ -219,15 +259,20 @@ def _attack_method(label: str, f: Transform, ds: PreparedDataset, zoo: Zoo,
                 model = train_attacker(a, init, attack_train_set(train, rows, perturbed,
                                                                  bool(with_orig)),
                                        ds.path, zoo, budget)
-                s = evaluate_gender(model, test_view)
-                row[column(a["model"], init, data)] = s["privacy"]
-                row[error_column(a["model"], init, data)] = s["error"]
+                col = column(a["model"], init, data)
+                attacked[col] = TorchGender(col, "attack", model).male_score(test_view.images)
+                s = gender_scores(attacked[col], test.gender)
+                row[col], row[error_column(a["model"], init, data)] = s["privacy"], s["error"]
     cols = [column(a["model"], i, d) for a in attackers for i in INITS for d in DATA]
     worst = min(cols, key=lambda c: (row[c], c))
     row[ATTACK_MIN], row[ATTACK_WORST] = row[worst], worst
     log(f"  attack: {label}: fixed privacy {row[mn.PRIVACY_MEAN]:.3f}, worst attacker "
         f"{row[ATTACK_MIN]:.3f} ({worst}; {time.perf_counter() - t0:.0f} s)")
-    return row
+    if not has_groups(test.group):
+        return row, []
+    assert test.group is not None
+    return row, [{METHOD: label, **g} for g in group_rows(test.group, test.gender, fixed,
+                                                           attacked)]
 
 
 def run_attack(rt: EnsembleRuntime, best_single: int, ds: PreparedDataset, zoo: Zoo,
@@ -238,9 +283,13 @@ def run_attack(rt: EnsembleRuntime, best_single: int, ds: PreparedDataset, zoo: 
     attackers = choose_attackers(zoo, log)
     log(f"adaptive attacker: {', '.join(a['model'] + ' (' + a['arch'] + ')' for a in attackers)}"
         f"; budget {dataclasses.asdict(budget)}")
-    rows = [{**_attack_method(label, f, ds, zoo, attackers, budget, log), **extra}
-            for label, f, extra in methods(rt, best_single, test_table)]
+    rows, groups = [], []
+    for label, f, extra in methods(rt, best_single, test_table):
+        row, by_group = _attack_method(label, f, ds, zoo, attackers, budget, log)
+        rows.append({**row, **extra})
+        groups += by_group
     return {"budget": dataclasses.asdict(budget), "attackers": attackers, "rows": rows,
+            **({"groups": groups} if groups else {}),
             "train_images": len(train_rows(ds.split("train"), budget)),
             "test_images": len(ds.split("test")), "data_fingerprint": ds.fingerprint,
             "seconds": round(time.perf_counter() - t0, 1),
@@ -252,11 +301,18 @@ def format_attack(result: dict[str, Any]) -> str:
     from san_search.ensemble.orchestration import format_rows
 
     b = result["budget"]
-    return (f"adaptive attacker (privacy on the perturbed test split; trained on "
+    text = (f"adaptive attacker (privacy on the perturbed test split; trained on "
             f"{result['train_images']} perturbed train images, {b['epochs']} epoch(s), lr "
             f"{b['lr']:g}, batch {b['batch']}, seed {b['seed']})\n"
             + format_rows(result["rows"], [mn.PRIVACY_MEAN, mn.PRIVACY_MIN,
                                            *attack_columns(result)], METHOD))
+    if result.get("groups"):
+        labelled = [{**r, "method / group": f"{r[METHOD]} / {r[mn.GROUP]}"}
+                    for r in result["groups"]]
+        text += ("\nper skin-tone group x gender (privacy: the fixed classifiers' mean, then "
+                 "the worst attacker of each variant; cell privacy 1 - |2 acc - 1|)\n"
+                 + format_rows(labelled, list(GROUP_COLUMNS), "method / group"))
+    return text
 
 
 def budget_params(result: dict[str, Any]) -> dict[str, str]:
@@ -280,12 +336,15 @@ def log_attack(result: dict[str, Any], tracking_uri: str, ensemble_run_id: str, 
 
     run = tracking.get_run(tracking_uri, ensemble_run_id)
     cols = list(dict.fromkeys(k for r in result["rows"] for k in r))
+    tables = {ATTACK_FILE: {c: [r.get(c) for r in result["rows"]] for c in cols}}
+    if result.get("groups"):
+        tables[GROUPS_TABLE] = {c: [r.get(c) for r in result["groups"]]
+                                for c in (METHOD, mn.GROUP, *GROUP_COLUMNS)}
     return tracking.log_child_run(
         tracking_uri, run.info.experiment_id, ensemble_run_id, run_name=f"{search}-attack",
         tags={tracking.KIND_TAG: ATTACK_KIND, tracking.SEARCH_TAG: search},
         params=budget_params(result), metrics=attack_metrics(result),
-        tables={ATTACK_FILE: {c: [r.get(c) for r in result["rows"]] for c in cols}},
-        figures={})
+        tables=tables, figures={})
 
 
 def to_json(result: dict[str, Any]) -> str:

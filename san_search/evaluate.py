@@ -52,7 +52,8 @@ from san_search.metrics import (
     ALPHAS,
     blend,
     gender_scores,
-    identification,
+    identification_ranks,
+    identification_rates,
     pair_verification,
     ssim,
 )
@@ -104,23 +105,27 @@ class PoolScorer:
                              "identification has no probe")
         self._ids = np.asarray(view.identity_index)
         self.has_groups = has_groups(view.group)
-        # the last scoring's raw outputs (male scores, perturbed embeddings), for `by_group`
-        self._last: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+        # the last scoring's raw outputs (male scores, perturbed embeddings, each matcher's
+        # probe ranks per perturbed scenario), for `by_group`
+        self._last: tuple[dict[str, np.ndarray], dict[str, np.ndarray],
+                          dict[str, dict[str, np.ndarray]]] | None = None
         self._orig_emb = {m.name: m.embed(self.original) for m in pool.matchers}
         self.original_tar, self.original_auc = {}, {}
         self.original_ident: dict[str, dict[str, Any]] = {}
+        self._original_ranks: dict[str, np.ndarray] = {}
         for m in pool.matchers:
             e = self._orig_emb[m.name]
             v = pair_verification(e, e, view.pairs.a, view.pairs.b, view.pairs.same, far)
             self.original_tar[m.name], self.original_auc[m.name] = v["tar"], v["auc"]
-            self.original_ident[m.name] = self._identify(e, e)
+            self._original_ranks[m.name] = self._ranks(e, e)
+            self.original_ident[m.name] = _rates(self._original_ranks[m.name])
 
-    def _identify(self, probe_side: np.ndarray, gallery_side: np.ndarray) -> dict[str, Any]:
-        """Identification of the probe rows of `probe_side` against the gallery rows of
-        `gallery_side` (both row-aligned with the split)."""
-        return identification(probe_side[self.probes], self._ids[self.probes],
-                               gallery_side[self.gallery], self._ids[self.gallery],
-                               mn.IDENT_RANKS, mn.CMC_MAX_RANK)
+    def _ranks(self, probe_side: np.ndarray, gallery_side: np.ndarray) -> np.ndarray:
+        """Each probe's rank when the probe rows of `probe_side` are searched in the gallery
+        rows of `gallery_side` (both row-aligned with the split); (P,) in `self.probes`
+        order."""
+        return identification_ranks(probe_side[self.probes], self._ids[self.probes],
+                                    gallery_side[self.gallery], self._ids[self.gallery])
 
     def _tar_retention(self, name: str, v: dict[str, float]) -> float:
         """A matcher's verification `v` as retention of its original TAR (see the module)."""
@@ -162,6 +167,7 @@ class PoolScorer:
         utility = []
         pooled: dict[str, list[float]] = {k: [] for k in mn.IDENTIFICATION}
         curves: Curves = {}
+        ranks: dict[str, dict[str, np.ndarray]] = {}
         for mt in self.pool.matchers:
             pert, orig = mt.embed(images), self._orig_emb[mt.name]  # embedded once
             embeddings[mt.name] = pert
@@ -171,8 +177,11 @@ class PoolScorer:
             out[f"utility.{mt.name}"] = u
             utility.append(u)
             both = pair_verification(pert, pert, pairs.a, pairs.b, pairs.same, self.far)
-            ident = {mn.PROBE_PERTURBED: self._identify(pert, orig),
-                     mn.BOTH_PERTURBED: self._identify(pert, pert),
+            ranks[mt.name] = {mn.PROBE_PERTURBED: self._ranks(pert, orig),
+                              mn.BOTH_PERTURBED: self._ranks(pert, pert),
+                              mn.ORIGINAL: self._original_ranks[mt.name]}
+            ident = {mn.PROBE_PERTURBED: _rates(ranks[mt.name][mn.PROBE_PERTURBED]),
+                     mn.BOTH_PERTURBED: _rates(ranks[mt.name][mn.BOTH_PERTURBED]),
                      mn.ORIGINAL: self.original_ident[mt.name]}
             mine = {mn.TAR_BOTH: both["tar"],
                     mn.UTILITY_BOTH: self._tar_retention(mt.name, both),
@@ -193,7 +202,7 @@ class PoolScorer:
             SSIM: float(ssim(images, self.original).mean()),
             **{k: float(np.mean(xs)) for k, xs in pooled.items()},
         })
-        self._last = (male_scores, embeddings)
+        self._last = (male_scores, embeddings, ranks)
         if self.has_groups and self.view.group is not None:
             per_group = group_privacy(male_scores, self.gender, self.view.group)
             # nan when no group holds both genders (its AUC is undefined)
@@ -201,15 +210,21 @@ class PoolScorer:
         return out, curves
 
     def by_group(self) -> list[dict[str, Any]]:
-        """The last scoring's privacy and utility per skin-tone group and group x gender,
-        with sizes and the worst group (`data.groups.by_group`); [] without groups."""
+        """The last scoring's privacy, verification (probe and both perturbed) and rank-1
+        retention per skin-tone group and group x gender, with sizes and the worst group
+        (`data.groups.by_group`); [] without groups."""
         if not self.has_groups or self._last is None:
             return []
         assert self.view.group is not None and self.view.pairs is not None
-        male, pert = self._last
+        male, pert, ranks = self._last
         return by_group(self.view.group, self.gender, male,
                         {m: (e, self._orig_emb[m]) for m, e in pert.items()}, self.view.pairs,
-                        self.far)
+                        self.far, ranks=ranks, probes=self.probes)
+
+
+def _rates(ranks: np.ndarray) -> dict[str, Any]:
+    """Rank-k accuracies and the CMC curve of one scenario's probe ranks."""
+    return identification_rates(ranks, mn.IDENT_RANKS, mn.CMC_MAX_RANK)
 
 
 # ------------------------------------------------------------------ transforms

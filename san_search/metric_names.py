@@ -15,6 +15,9 @@ logged, never search objectives (`TRIAL_METRICS` keeps the original pool).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 # What `evaluate.PoolScorer.score` returns for a pool, besides per-model entries
 # (`privacy.<model>`, `utility.<model>`, ...): aggregates over the pool's models.
 PRIVACY_MEAN = "privacy_mean"
@@ -27,9 +30,6 @@ POOL = (PRIVACY_MEAN, PRIVACY_MIN, ERROR_MEAN, UTILITY_MEAN, UTILITY_MIN, SSIM)
 # Skin-tone groups (`data.groups`): the lowest privacy of any group (1 - |2 AUC - 1| within
 # the group, pool mean), reported when the split has groups; a val key a search may use.
 WORST_GROUP_PRIVACY = "worst_group_privacy"
-# The columns of a per-group table (one row per method, group and gender).
-GROUP, GENDER, IMAGES = "group", "gender", "images"
-GROUP_TABLE_COLUMNS = (GENDER, IMAGES, PRIVACY_MEAN, UTILITY_MEAN)
 # The columns of a trade-off curve table (one row per alpha).
 ALPHA = "alpha"
 CURVE_COLUMNS = (ALPHA, PRIVACY_MEAN, PRIVACY_MIN, ERROR_MEAN, UTILITY_MEAN, UTILITY_MIN, SSIM)
@@ -62,6 +62,19 @@ RANK1_RETENTION = "rank1_retention"
 RANK1_BOTH_RETENTION = "rank1_both_retention"
 IDENTIFICATION = (UTILITY_BOTH_MEAN, RANK1_RETENTION, RANK1_BOTH_RETENTION,
                   *(rank(k, s) for k in IDENT_RANKS for s in SCENARIOS))
+# The columns of a per-group table (one row per method, group and gender): privacy and
+# verification retention, then (in a table made after they were added) the both-perturbed
+# verification and the two rank-1 retentions of the row's own probes.
+GROUP, GENDER, IMAGES = "group", "gender", "images"
+GROUP_TABLE_COLUMNS = (GENDER, IMAGES, PRIVACY_MEAN, UTILITY_MEAN, UTILITY_BOTH_MEAN,
+                       RANK1_RETENTION, RANK1_BOTH_RETENTION)
+
+
+def group_table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The GROUP_TABLE_COLUMNS that `rows` have (an older table lacks the later ones)."""
+    return [c for c in GROUP_TABLE_COLUMNS if rows and c in rows[0]]
+
+
 # The per-matcher entries beside them: `per_model(m, name)` for m in TAR_BOTH, UTILITY_BOTH
 # (TAR and its retention with both sides perturbed), the two rank-1 retentions and each rank.
 TAR_BOTH, UTILITY_BOTH = "tar_both", "utility_both"

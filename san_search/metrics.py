@@ -115,9 +115,15 @@ def identification(probe_emb: np.ndarray, probe_ids: np.ndarray, gallery_emb: np
     `rank<k>` for each k in `ranks`, the fraction of probes whose identity comes within the
     first k; `cmc`, the cumulative match characteristic at ranks 1..max_rank ((max_rank,)
     float64; it reaches 1 once max_rank covers the gallery)."""
+    return identification_rates(identification_ranks(probe_emb, probe_ids, gallery_emb,
+                                                     gallery_ids), ranks, max_rank)
+
+
+def identification_rates(r: np.ndarray, ranks: Sequence[int] = (1, 5), max_rank: int = 20
+                         ) -> dict[str, Any]:
+    """`identification`'s rates from the probes' ranks `r` (`identification_ranks`)."""
     if max_rank < 1 or any(k < 1 for k in ranks):
         raise ValueError(f"ranks must be >= 1, got ranks={tuple(ranks)}, max_rank={max_rank}")
-    r = identification_ranks(probe_emb, probe_ids, gallery_emb, gallery_ids)
     if len(r) == 0:
         raise ValueError("identification needs at least one probe")
     out: dict[str, Any] = {f"rank{k}": float((r <= k).mean()) for k in ranks}

@@ -25,7 +25,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from san_search.metric_names import GENDER, GROUP, IMAGES, PRIVACY_MEAN, UTILITY_MEAN
+from san_search.metric_names import (
+    BOTH_PERTURBED,
+    GENDER,
+    GROUP,
+    IMAGES,
+    ORIGINAL,
+    PRIVACY_MEAN,
+    PROBE_PERTURBED,
+    RANK1_BOTH_RETENTION,
+    RANK1_RETENTION,
+    UTILITY_BOTH_MEAN,
+    UTILITY_MEAN,
+)
 from san_search.metrics import privacy_from_auc, roc_auc, tar_at_far
 
 if TYPE_CHECKING:
@@ -190,24 +202,67 @@ def group_privacy(male_scores: Mapping[str, np.ndarray], gender: np.ndarray,
 
 def by_group(group: np.ndarray, gender: np.ndarray, male_scores: Mapping[str, np.ndarray],
              embeddings: Mapping[str, tuple[np.ndarray, np.ndarray]], pairs: Any,
-             far: float = 0.01) -> list[dict[str, Any]]:
-    """Privacy and utility per group and per group x gender (pool means), with sizes.
+             far: float = 0.01, *, ranks: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+             probes: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """Privacy, verification and identification per group and per group x gender (pool
+    means over the evaluators), with sizes.
 
     A group's row (gender `all`) has privacy 1 - |2 AUC - 1| within the group. A group x
     gender cell holds one gender, where AUC is undefined: its privacy is 1 - |2 acc - 1| of
     the classifiers' decisions (male when score > 0.5), so 1 at chance and 0 when every
     face is classified right (or every one wrong). Utility is the TAR retention of the
     genuine pairs whose first image is in the row, at the threshold of the whole split's
-    impostor pairs (1% FAR), perturbed probe against original reference, over originals.
-    `embeddings`: matcher -> (perturbed, original). The last row is the worst group."""
+    impostor pairs (1% FAR), perturbed probe against original reference, over originals;
+    `utility_both_mean` is the same with both images of every pair perturbed.
+    `embeddings`: matcher -> (perturbed, original).
+
+    With `ranks` (matcher -> scenario -> each probe's rank, `metrics.identification_ranks`,
+    in the order of the split rows `probes`), a row also has `rank1_retention` and
+    `rank1_both_retention`: the rank-1 accuracy of the row's own probes, perturbed over
+    original, capped at 1, a mean over the matchers that identify any of those probes on
+    originals (nan when none does, or the row has no probe). The probes are still searched in
+    the whole split's gallery. The last row is the worst group."""
     gender = np.asarray(gender).astype(bool)
     genuine = np.flatnonzero(pairs.same)
     impostor = np.flatnonzero(~pairs.same)
     scores = {m: (_pair_scores(pert, orig, pairs.a, pairs.b),
-                  _pair_scores(orig, orig, pairs.a, pairs.b))
+                  _pair_scores(orig, orig, pairs.a, pairs.b),
+                  _pair_scores(pert, pert, pairs.a, pairs.b))
               for m, (pert, orig) in embeddings.items()}
     privacy = group_privacy(male_scores, gender, group)
     rows = []
+    for row, sel in _privacy_cells(group, gender, male_scores, privacy):
+        cell = genuine[sel[pairs.a[genuine]]]
+        row[UTILITY_MEAN] = _cell_utility(cell, impostor,
+                                          {m: (p, o) for m, (p, o, _) in scores.items()},
+                                          far)
+        row[UTILITY_BOTH_MEAN] = _cell_utility(
+            cell, impostor, {m: (b, o) for m, (_, o, b) in scores.items()}, far)
+        if ranks is not None and probes is not None:
+            mine = sel[np.asarray(probes)]
+            row[RANK1_RETENTION] = _cell_rank1(mine, ranks, PROBE_PERTURBED)
+            row[RANK1_BOTH_RETENTION] = _cell_rank1(mine, ranks, BOTH_PERTURBED)
+        rows.append(row)
+    if privacy:
+        worst = min(privacy, key=lambda k: privacy[k])
+        rows.append({**next(r for r in rows if r[GROUP] == worst and r[GENDER] == ALL_GENDERS),
+                     GROUP: f"{WORST}: {worst}"})
+    return rows
+
+
+def privacy_by_group(group: np.ndarray, gender: np.ndarray,
+                     male_scores: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """`by_group`'s privacy alone (pool mean of `male_scores`' classifiers): one row per
+    group and group x gender, with sizes, in `by_group`'s order; no worst-group row."""
+    gender = np.asarray(gender).astype(bool)
+    privacy = group_privacy(male_scores, gender, group)
+    return [row for row, _ in _privacy_cells(group, gender, male_scores, privacy)]
+
+
+def _privacy_cells(group: np.ndarray, gender: np.ndarray, male_scores: Mapping[str, np.ndarray],
+                   privacy: Mapping[str, float]) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """(row, mask) per group and group x gender: name, gender, size and privacy (`by_group`)."""
+    out = []
     for name in _names(group):
         for g in (None, False, True):
             sel = _is(group, name) & (True if g is None else gender == g)
@@ -221,14 +276,22 @@ def by_group(group: np.ndarray, gender: np.ndarray, male_scores: Mapping[str, np
             else:
                 acc = [float(((s[sel] > 0.5) == g).mean()) for s in male_scores.values()]
                 row[PRIVACY_MEAN] = float(np.mean([1 - abs(2 * a - 1) for a in acc]))
-            cell = genuine[sel[pairs.a[genuine]]]
-            row[UTILITY_MEAN] = _cell_utility(cell, impostor, scores, far)
-            rows.append(row)
-    if privacy:
-        worst = min(privacy, key=lambda k: privacy[k])
-        rows.append({**next(r for r in rows if r[GROUP] == worst and r[GENDER] == ALL_GENDERS),
-                     GROUP: f"{WORST}: {worst}"})
-    return rows
+            out.append((row, sel))
+    return out
+
+
+def _cell_rank1(mine: np.ndarray, ranks: Mapping[str, Mapping[str, np.ndarray]],
+                scenario: str) -> float:
+    """Mean over matchers of the rank-1 retention of the probes `mine` (a mask over the
+    probes) in `scenario`; matchers identifying none of them on originals are left out."""
+    out = []
+    for r in ranks.values():
+        if not mine.any():
+            break
+        base = float((np.asarray(r[ORIGINAL])[mine] == 1).mean())
+        if base > 0:
+            out.append(min(1.0, float((np.asarray(r[scenario])[mine] == 1).mean()) / base))
+    return float(np.mean(out)) if out else float("nan")
 
 
 def cell_name(group: str, male: bool | None) -> str:

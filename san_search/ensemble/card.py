@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from san_search import metric_names as mn
-from san_search.attack import ATTACK_FILE, ATTACK_MIN, DATA, INITS, column
+from san_search.attack import ATTACK_FILE, ATTACK_MIN, DATA, INITS, column, variant_column
 from san_search.ensemble.orchestration import (
     Selection,
     format_rows,
@@ -88,7 +88,7 @@ def _card_groups(rows: list[dict[str, Any]] | None) -> list[str]:
         return ["", "### By skin-tone group", "",
                 "The dataset has no skin-tone groups (no colour source or manifest `group` "
                 "column): no per-group results."]
-    cols = mn.GROUP_TABLE_COLUMNS
+    cols = mn.group_table_columns(rows)
     return ["", "### By skin-tone group", "",
             "Groups are bins of the Individual Typology Angle of each face's skin pixels, "
             "measured on the colour source photo (light > 41 deg, intermediate 10..41, dark "
@@ -96,8 +96,11 @@ def _card_groups(rows: list[dict[str, Any]] | None) -> list[str]:
             "a proxy for skin tone in a photo, not a label of the person. A group's privacy "
             "is 1 - |2 AUC - 1| within the group; a group x gender cell holds one gender, so "
             "its privacy is 1 - |2 acc - 1| of the classifiers' decisions. Utility is the "
-            "TAR@1%FAR retention of the cell's genuine pairs at the whole split's threshold.",
-            "", "| method | group | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)
+            "TAR@1%FAR retention of the cell's genuine pairs at the whole split's threshold "
+            "(probe perturbed, and both perturbed); rank-1 retention is that of the cell's "
+            "own probes, searched in the whole test gallery.",
+            "", "| method | group | " + " | ".join(mn.LABELS.get(c, c) for c in cols) + " |",
+            "|---|---|" + "---|" * len(cols)
             ] + [f"| {r[METHOD]} | {r[mn.GROUP]} | "
                  + " | ".join(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])
                               for c in cols) + " |" for r in rows]
@@ -149,7 +152,24 @@ def _card_attack(attack: dict[str, Any] | None) -> list[str]:
                                                    for a in attack["attackers"]) + ".", "",
             "| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)] + [
         f"| {r[METHOD]} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |"
-        for r in attack["rows"]]
+        for r in attack["rows"]] + _card_attack_groups(attack.get("groups"))
+
+
+def _card_attack_groups(rows: list[dict[str, Any]] | None) -> list[str]:
+    """The attacker's privacy per skin-tone group x gender (with skin-tone groups only)."""
+    if not rows:
+        return []
+    heads = ["privacy (fixed, mean)", *(f"worst attacker, {d.replace('_', ' ')}"
+                                       for d in DATA), "worst attacker"]
+    cols = [mn.PRIVACY_MEAN, *(variant_column(d) for d in DATA), ATTACK_MIN]
+    return ["", "### Adaptive attacker by skin-tone group", "",
+            "The same attackers' privacy within each group (1 - |2 AUC - 1|) and group x "
+            "gender cell (1 - |2 acc - 1|), the lowest over the attackers of each training "
+            "variant.", "",
+            "| method | group | gender | images | " + " | ".join(heads) + " |",
+            "|---|---|---|---|" + "---|" * len(heads)] + [
+        f"| {r[METHOD]} | {r[mn.GROUP]} | {r[mn.GENDER]} | {r[mn.IMAGES]} | "
+        + " | ".join(f"{r[c]:.3f}" for c in cols) + " |" for r in rows]
 
 
 def _card_provenance(manifest: dict[str, Any]) -> list[str]:

@@ -264,7 +264,8 @@ def format_test_table(test_table: list[dict[str, Any]],
                  "verification\n" + format_rows(test_table, ident, METHOD))
     if test_groups:
         text += ("\nper skin-tone group x gender (ITA bins are a proxy, not a label; "
-                 "cell privacy 1 - |2 acc - 1|)\n" + format_group_rows(test_groups))
+                 "cell privacy 1 - |2 acc - 1|; rank-1 retention of the row's own probes)\n"
+                 + format_group_rows(test_groups))
     return text
 
 
@@ -276,7 +277,7 @@ def group_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
 def format_group_rows(test_groups: Sequence[dict[str, Any]]) -> str:
     """The per-group table: one row per method, group and gender, with sizes."""
     labelled = [{**r, "method / group": f"{r[METHOD]} / {r[mn.GROUP]}"} for r in test_groups]
-    return format_rows(labelled, mn.GROUP_TABLE_COLUMNS, "method / group")
+    return format_rows(labelled, mn.group_table_columns(test_groups), "method / group")
 
 
 def check_test_pool(zoo: Zoo, third_party: bool) -> None:
@@ -418,7 +419,7 @@ def log_selection(sel: Selection) -> str:
     if sel.test_cmc:
         tables["ensemble_test_cmc.json"] = cmc_table(sel.test_cmc)
     if sel.test_groups:
-        cols = [METHOD, mn.GROUP, *mn.GROUP_TABLE_COLUMNS]
+        cols = [METHOD, mn.GROUP, *mn.group_table_columns(sel.test_groups)]
         tables["ensemble_test_groups.json"] = {c: [r.get(c) for r in sel.test_groups]
                                                for c in cols}
     return tracking.log_child_run(

@@ -121,6 +121,36 @@ def test_by_group_by_hand() -> None:
     assert rows[-1][GROUP] == f"{WORST}: light" and rows[-1]["privacy_mean"] == 0.0
 
 
+def test_by_group_both_perturbed_and_rank1_retention_by_hand() -> None:
+    group, gender, scores, pairs = _toy()
+    e = np.eye(8)
+    orig = np.repeat(e[::2], 2, axis=0)
+    pert = orig.copy()
+    pert[0] = pert[1] = e[6]  # the light woman's two images both move onto one point
+    # Probes are the second image of each identity (rows 1, 3, 5, 7), hand-ranked: on
+    # originals the dark man's probe is rank 2; perturbed, the light man's drops to rank 3.
+    ranks = {"m": {"original": np.array([1, 1, 1, 2]),
+                   "probe_perturbed": np.array([1, 3, 1, 2]),
+                   "both_perturbed": np.array([2, 1, 1, 1])}}
+    rows = by_group(group, gender, scores, {"m": (pert, orig)}, pairs, ranks=ranks,
+                    probes=np.array([1, 3, 5, 7]))
+    got = {(r[GROUP], r[GENDER]): r for r in rows}
+    light_f = got["light", "female"]
+    # probe perturbed against the original: its pair (e6 . e0) is lost; both perturbed
+    # (e6 . e6) it verifies again, above every impostor pair (all 0)
+    assert light_f["utility_mean"] == 0.0 and light_f["utility_both_mean"] == 1.0
+    assert got["dark", "male"]["utility_both_mean"] == 1.0
+    assert light_f["rank1_retention"] == 1.0 and light_f["rank1_both_retention"] == 0.0
+    assert got["light", "male"]["rank1_retention"] == 0.0
+    assert got["light", ALL_GENDERS]["rank1_retention"] == 0.5  # 1 of its 2 probes
+    assert got["light", ALL_GENDERS]["rank1_both_retention"] == 0.5
+    # the dark man's probe is not rank 1 even on originals: no retention to measure
+    assert np.isnan(got["dark", "male"]["rank1_retention"])
+    assert got["dark", ALL_GENDERS]["rank1_retention"] == 1.0  # rank-1 0.5 on both sides
+    assert "rank1_retention" not in by_group(group, gender, scores, {"m": (pert, orig)},
+                                             pairs)[0]
+
+
 def test_group_sizes() -> None:
     sizes = group_sizes(["light", None, "dark", "light"], np.array([0, 1, 1, 1]))
     assert sizes == {"light": {"female": 1, "male": 1}, "none": {"female": 0, "male": 1},

@@ -97,6 +97,7 @@ def test_the_cli_writes_attack_json_with_every_column_and_the_card_shows_it(
     result = json.loads((folder / ATTACK_FILE).read_text())
     assert result["budget"] == {"images": 24, "epochs": 1, "lr": 2e-3, "batch": 12, "seed": 0}
     assert result["train_images"] == 24
+    assert "groups" not in result  # the synthetic problem has no skin-tone groups
     assert [a["role"] for a in result["attackers"]] == ["test", "aux"]
     assert result["attackers"][0]["model"] == "g_test"
     labels = [r["method"] for r in result["rows"]]
@@ -221,3 +222,72 @@ def test_the_attack_is_logged_nested_under_the_ensemble_run_with_its_budget(
     assert run.data.metrics["test_ensemble_random_attack_privacy_min"] == 0.25
     assert run.data.metrics["test_ensemble_random_privacy_mean"] == 0.5
     assert run.info.status == "FINISHED"
+    assert [a.path for a in client.list_artifacts(rid)] == [ATTACK_FILE]  # no groups, no table
+
+
+def _grouped() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """8 test faces: light f, f, m, m then dark f, f, m, m; the fixed classifier separates
+    light faces and calls every dark face male; three attackers, each with its own gaps."""
+    group = np.array(["light"] * 4 + ["dark"] * 4, dtype=object)
+    gender = np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int8)
+    fixed = {"f": np.array([0.1, 0.2, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9])}
+    attacked = {  # perturbed: one perfect on dark faces only, one at chance everywhere
+        column("a", "scratch", "perturbed"): np.array([.4, .6, .6, .4, .1, .1, .9, .9]),
+        column("b", "scratch", "perturbed"): np.array([.4, .6, .6, .4, .4, .6, .6, .4]),
+        # with originals: perfect on light faces, at chance on dark ones
+        column("a", "scratch", "plus_originals"): np.array([.1, .2, .8, .9, .6, .4, .5, .55])}
+    return group, gender, fixed, attacked
+
+
+def test_per_group_attacker_privacy_by_hand() -> None:
+    rows = attack.group_rows(*_grouped())
+    cells = {(r["group"], r["gender"]): r for r in rows}
+    assert [(r["group"], r["gender"], r["images"]) for r in rows] == [
+        ("light", "all", 4), ("light", "female", 2), ("light", "male", 2),
+        ("dark", "all", 4), ("dark", "female", 2), ("dark", "male", 2)]
+    light, dark = cells["light", "all"], cells["dark", "all"]
+    assert light["privacy_mean"] == 0.0 and dark["privacy_mean"] == 1.0  # the fixed one
+    # perturbed: both attackers are at chance on light faces; `a` separates dark ones
+    assert light["attack_privacy_min.perturbed"] == 1.0
+    assert dark["attack_privacy_min.perturbed"] == 0.0
+    assert light["attack_privacy_min.plus_originals"] == 0.0
+    assert dark["attack_privacy_min.plus_originals"] == 1.0
+    assert light[ATTACK_MIN] == dark[ATTACK_MIN] == 0.0
+    # a one-gender cell: 1 - |2 acc - 1|; the fixed classifier gets both dark women wrong
+    assert cells["dark", "female"]["privacy_mean"] == 0.0
+    assert cells["dark", "female"]["attack_privacy_min.plus_originals"] == 1.0  # 1 of 2
+
+
+def test_the_printout_card_and_run_give_the_attack_per_group(tmp_path: Path) -> None:
+    from san_search import tracking
+    from san_search.ensemble.card import _card_attack
+
+    group, gender, fixed, attacked = _grouped()
+    groups = [{"method": "ensemble (random)", **r}
+              for r in attack.group_rows(group, gender, fixed, attacked)]
+    cols = {column("a", i, d): 0.5 for i in INITS for d in DATA}
+    result = {"budget": {"images": 24, "epochs": 1, "lr": 0.002, "batch": 12, "seed": 0},
+              "train_images": 24, "test_images": 8,
+              "attackers": [{"model": "a", "arch": "paper_cnn", "role": "test"}],
+              "rows": [{"method": "ensemble (random)", "privacy_mean": 0.5,
+                        "privacy_min": 0.5, **cols, ATTACK_MIN: 0.5,
+                        "attack_worst": column("a", "scratch", "perturbed")}],
+              "groups": groups}
+    text = attack.format_attack(result)
+    assert "per skin-tone group x gender" in text
+    line = next(x for x in text.splitlines() if x.startswith("ensemble (random) / dark "))
+    assert line.split()[-6:] == ["all", "4", "1.000", "0.000", "1.000", "0.000"]
+    card = "\n".join(_card_attack(result))
+    assert "### Adaptive attacker by skin-tone group" in card
+    assert "| ensemble (random) | dark | female | 2 | 0.000 | 0.000 | 1.000 | 0.000 |" in card
+    assert "by skin-tone group" not in "\n".join(_card_attack({**result, "groups": []}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp_id = tracking.setup(uri, "attack")
+    client = tracking.client_for(uri)
+    ens = client.create_run(exp_id, run_name="s-ensemble").info.run_id
+    rid = attack.log_attack(result, uri, ens, "s")
+    table = json.loads(Path(client.download_artifacts(rid, attack.GROUPS_TABLE,
+                                                      str(tmp_path))).read_text())
+    got = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert [r["group"] for r in got[:4]] == ["light", "light", "light", "dark"]
+    assert got[3]["attack_privacy_min.perturbed"] == 0.0

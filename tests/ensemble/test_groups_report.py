@@ -71,6 +71,9 @@ def test_scorer_reports_the_worst_group_and_rows_per_group_and_gender() -> None:
     assert cells["dark", "all"]["privacy_mean"] == pytest.approx(1.0)
     assert cells["dark", "female"]["privacy_mean"] == pytest.approx(1.0)  # 1 of 2 right
     assert cells["light", "male"]["utility_mean"] == 1.0  # originals against themselves
+    assert cells["light", "male"]["utility_both_mean"] == 1.0
+    assert cells["light", "male"]["rank1_retention"] == 1.0
+    assert cells["dark", "all"]["rank1_both_retention"] == 1.0
 
 
 @pytest.mark.parametrize("group", [None, [None] * 8])
