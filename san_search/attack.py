@@ -310,7 +310,8 @@ def format_attack(result: dict[str, Any]) -> str:
         labelled = [{**r, "method / group": f"{r[METHOD]} / {r[mn.GROUP]}"}
                     for r in result["groups"]]
         text += ("\nper skin-tone group x gender (privacy: the fixed classifiers' mean, then "
-                 "the worst attacker of each variant; cell privacy 1 - |2 acc - 1|)\n"
+                 "the worst attacker of each variant; a cell's privacy against the split's other "
+                 "gender)\n"
                  + format_rows(labelled, list(GROUP_COLUMNS), "method / group"))
     return text
 

@@ -208,11 +208,15 @@ def by_group(group: np.ndarray, gender: np.ndarray, male_scores: Mapping[str, np
     means over the evaluators), with sizes.
 
     A group's row (gender `all`) has privacy 1 - |2 AUC - 1| within the group. A group x
-    gender cell holds one gender, where AUC is undefined: its privacy is 1 - |2 acc - 1| of
-    the classifiers' decisions (male when score > 0.5), so 1 at chance and 0 when every
-    face is classified right (or every one wrong). Utility is the TAR retention of the
-    genuine pairs whose first image is in the row, at the threshold of the whole split's
-    impostor pairs (1% FAR), perturbed probe against original reference, over originals;
+    gender cell holds one gender, so it is scored against the other gender's faces of the
+    whole split: privacy 1 - |2 AUC - 1| of (the cell, the split's other gender), akin to
+    the BPSN / BNSP AUCs of the bias-metric literature. It is 1 for a classifier that knows
+    nothing of gender, whatever it answers, and 0 when every face of the cell falls on the
+    right (or every one on the wrong) side of every face of the other gender. (A rule on
+    decisions, 1 - |2 acc - 1| at score 0.5, would call a classifier that says "male" to
+    everyone perfect on every male cell.) Utility is the TAR retention of the genuine pairs
+    whose first image is in the row, at the threshold of the whole split's impostor pairs
+    (1% FAR), perturbed probe against original reference, over originals;
     `utility_both_mean` is the same with both images of every pair perturbed.
     `embeddings`: matcher -> (perturbed, original).
 
@@ -274,10 +278,21 @@ def _privacy_cells(group: np.ndarray, gender: np.ndarray, male_scores: Mapping[s
             if g is None:
                 row[PRIVACY_MEAN] = privacy.get(name, float("nan"))
             else:
-                acc = [float(((s[sel] > 0.5) == g).mean()) for s in male_scores.values()]
-                row[PRIVACY_MEAN] = float(np.mean([1 - abs(2 * a - 1) for a in acc]))
+                row[PRIVACY_MEAN] = _cell_privacy(sel, gender != g, gender, male_scores)
             out.append((row, sel))
     return out
+
+
+def _cell_privacy(cell: np.ndarray, others: np.ndarray, gender: np.ndarray,
+                  male_scores: Mapping[str, np.ndarray]) -> float:
+    """A one-gender cell's privacy: 1 - |2 AUC - 1| of its faces against the other gender's
+    faces of the whole split (`others`), a mean over the classifiers; nan when the split
+    holds no face of the other gender."""
+    both = cell | others
+    if not others.any():
+        return float("nan")
+    return float(np.mean([privacy_from_auc(roc_auc(np.asarray(s)[both], gender[both]))
+                          for s in male_scores.values()]))
 
 
 def _cell_rank1(mine: np.ndarray, ranks: Mapping[str, Mapping[str, np.ndarray]],

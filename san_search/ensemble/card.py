@@ -95,7 +95,9 @@ def _card_groups(rows: list[dict[str, Any]] | None) -> list[str]:
             "<= 10; Chardon et al.'s scale merged), or a manifest's own `group` column. ITA is "
             "a proxy for skin tone in a photo, not a label of the person. A group's privacy "
             "is 1 - |2 AUC - 1| within the group; a group x gender cell holds one gender, so "
-            "its privacy is 1 - |2 acc - 1| of the classifiers' decisions. Utility is the "
+            "its privacy is 1 - |2 AUC - 1| of its faces against the other gender's faces of "
+            "the whole test split (1 for a classifier that knows nothing of gender, whatever "
+            "it answers). Utility is the "
             "TAR@1%FAR retention of the cell's genuine pairs at the whole split's threshold "
             "(probe perturbed, and both perturbed); rank-1 retention is that of the cell's "
             "own probes, searched in the whole test gallery.",
@@ -164,8 +166,8 @@ def _card_attack_groups(rows: list[dict[str, Any]] | None) -> list[str]:
     cols = [mn.PRIVACY_MEAN, *(variant_column(d) for d in DATA), ATTACK_MIN]
     return ["", "### Adaptive attacker by skin-tone group", "",
             "The same attackers' privacy within each group (1 - |2 AUC - 1|) and group x "
-            "gender cell (1 - |2 acc - 1|), the lowest over the attackers of each training "
-            "variant.", "",
+            "gender cell (against the split's other gender), the lowest over the attackers "
+            "of each training variant.", "",
             "| method | group | gender | images | " + " | ".join(heads) + " |",
             "|---|---|---|---|" + "---|" * len(heads)] + [
         f"| {r[METHOD]} | {r[mn.GROUP]} | {r[mn.GENDER]} | {r[mn.IMAGES]} | "

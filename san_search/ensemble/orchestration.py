@@ -264,7 +264,8 @@ def format_test_table(test_table: list[dict[str, Any]],
                  "verification\n" + format_rows(test_table, ident, METHOD))
     if test_groups:
         text += ("\nper skin-tone group x gender (ITA bins are a proxy, not a label; "
-                 "cell privacy 1 - |2 acc - 1|; rank-1 retention of the row's own probes)\n"
+                 "a cell's privacy against the split's other gender; rank-1 retention of the row's "
+                 "own probes)\n"
                  + format_group_rows(test_groups))
     return text
 

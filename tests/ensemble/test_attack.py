@@ -240,7 +240,8 @@ def _grouped() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str,
 
 
 def test_per_group_attacker_privacy_by_hand() -> None:
-    rows = attack.group_rows(*_grouped())
+    group, gender, fixed, attacked = _grouped()
+    rows = attack.group_rows(group, gender, fixed, attacked)
     cells = {(r["group"], r["gender"]): r for r in rows}
     assert [(r["group"], r["gender"], r["images"]) for r in rows] == [
         ("light", "all", 4), ("light", "female", 2), ("light", "male", 2),
@@ -253,9 +254,15 @@ def test_per_group_attacker_privacy_by_hand() -> None:
     assert light["attack_privacy_min.plus_originals"] == 0.0
     assert dark["attack_privacy_min.plus_originals"] == 1.0
     assert light[ATTACK_MIN] == dark[ATTACK_MIN] == 0.0
-    # a one-gender cell: 1 - |2 acc - 1|; the fixed classifier gets both dark women wrong
-    assert cells["dark", "female"]["privacy_mean"] == 0.0
-    assert cells["dark", "female"]["attack_privacy_min.plus_originals"] == 1.0  # 1 of 2
+    # a one-gender cell against all the men: the fixed classifier's dark women (.9, .9)
+    # against (.8, .9, .9, .9) give AUC 3/8; the attacker's (.6, .4) against
+    # (.8, .9, .5, .55) give 6/8
+    assert cells["dark", "female"]["privacy_mean"] == 0.75
+    assert cells["dark", "female"]["attack_privacy_min.plus_originals"] == 0.5
+    # a constant attacker knows nothing: every cell stays at 1, whatever it answers
+    flat = attack.group_rows(group, gender, fixed,
+                             {column("c", "scratch", d): np.full(8, 0.9) for d in DATA})
+    assert all(r[ATTACK_MIN] == 1.0 for r in flat)
 
 
 def test_the_printout_card_and_run_give_the_attack_per_group(tmp_path: Path) -> None:
@@ -279,7 +286,7 @@ def test_the_printout_card_and_run_give_the_attack_per_group(tmp_path: Path) -> 
     assert line.split()[-6:] == ["all", "4", "1.000", "0.000", "1.000", "0.000"]
     card = "\n".join(_card_attack(result))
     assert "### Adaptive attacker by skin-tone group" in card
-    assert "| ensemble (random) | dark | female | 2 | 0.000 | 0.000 | 1.000 | 0.000 |" in card
+    assert "| ensemble (random) | dark | female | 2 | 0.750 | 0.000 | 0.500 | 0.000 |" in card
     assert "by skin-tone group" not in "\n".join(_card_attack({**result, "groups": []}))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp_id = tracking.setup(uri, "attack")

@@ -69,7 +69,8 @@ def test_scorer_reports_the_worst_group_and_rows_per_group_and_gender() -> None:
         ("dark", "all", 4), ("dark", "female", 2), ("dark", "male", 2),
         ("worst group: light", "all", 4)]
     assert cells["dark", "all"]["privacy_mean"] == pytest.approx(1.0)
-    assert cells["dark", "female"]["privacy_mean"] == pytest.approx(1.0)  # 1 of 2 right
+    # dark women (.6, .4) against all the men (.8, .9, .5, .55): AUC 6/8 -> privacy 0.5
+    assert cells["dark", "female"]["privacy_mean"] == pytest.approx(0.5)
     assert cells["light", "male"]["utility_mean"] == 1.0  # originals against themselves
     assert cells["light", "male"]["utility_both_mean"] == 1.0
     assert cells["light", "male"]["rank1_retention"] == 1.0
