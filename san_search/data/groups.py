@@ -229,19 +229,20 @@ def by_group(group: np.ndarray, gender: np.ndarray, male_scores: Mapping[str, np
     gender = np.asarray(gender).astype(bool)
     genuine = np.flatnonzero(pairs.same)
     impostor = np.flatnonzero(~pairs.same)
-    scores = {m: (_pair_scores(pert, orig, pairs.a, pairs.b),
-                  _pair_scores(orig, orig, pairs.a, pairs.b),
-                  _pair_scores(pert, pert, pairs.a, pairs.b))
-              for m, (pert, orig) in embeddings.items()}
+    # matcher -> (perturbed side's pair scores, originals' pair scores), probe perturbed
+    # against the original reference, and both perturbed
+    originals = {m: _pair_scores(orig, orig, pairs.a, pairs.b)
+                 for m, (_, orig) in embeddings.items()}
+    probe_side = {m: (_pair_scores(pert, orig, pairs.a, pairs.b), originals[m])
+                  for m, (pert, orig) in embeddings.items()}
+    both_sides = {m: (_pair_scores(pert, pert, pairs.a, pairs.b), originals[m])
+                  for m, (pert, _) in embeddings.items()}
     privacy = group_privacy(male_scores, gender, group)
     rows = []
     for row, sel in _privacy_cells(group, gender, male_scores, privacy):
         cell = genuine[sel[pairs.a[genuine]]]
-        row[UTILITY_MEAN] = _cell_utility(cell, impostor,
-                                          {m: (p, o) for m, (p, o, _) in scores.items()},
-                                          far)
-        row[UTILITY_BOTH_MEAN] = _cell_utility(
-            cell, impostor, {m: (b, o) for m, (_, o, b) in scores.items()}, far)
+        row[UTILITY_MEAN] = _cell_utility(cell, impostor, probe_side, far)
+        row[UTILITY_BOTH_MEAN] = _cell_utility(cell, impostor, both_sides, far)
         if ranks is not None and probes is not None:
             mine = sel[np.asarray(probes)]
             row[RANK1_RETENTION] = _cell_rank1(mine, ranks, PROBE_PERTURBED)
@@ -288,9 +289,9 @@ def _cell_privacy(cell: np.ndarray, others: np.ndarray, gender: np.ndarray,
     """A one-gender cell's privacy: 1 - |2 AUC - 1| of its faces against the other gender's
     faces of the whole split (`others`), a mean over the classifiers; nan when the split
     holds no face of the other gender."""
-    both = cell | others
     if not others.any():
         return float("nan")
+    both = cell | others
     return float(np.mean([privacy_from_auc(roc_auc(np.asarray(s)[both], gender[both]))
                           for s in male_scores.values()]))
 
@@ -299,10 +300,10 @@ def _cell_rank1(mine: np.ndarray, ranks: Mapping[str, Mapping[str, np.ndarray]],
                 scenario: str) -> float:
     """Mean over matchers of the rank-1 retention of the probes `mine` (a mask over the
     probes) in `scenario`; matchers identifying none of them on originals are left out."""
+    if not mine.any():
+        return float("nan")
     out = []
     for r in ranks.values():
-        if not mine.any():
-            break
         base = float((np.asarray(r[ORIGINAL])[mine] == 1).mean())
         if base > 0:
             out.append(min(1.0, float((np.asarray(r[scenario])[mine] == 1).mean()) / base))
