@@ -227,6 +227,7 @@ def load_zoo_spec(path: str | Path,
 # ------------------------------------------------------------------ one SAN candidate
 
 MATCHER_DISTANCES = ("mse", "cosine")
+GENDER_TARGETS = ("flip", "neutral")  # `losses.san_loss`'s gender_target
 # The one spelling of several names in one value (a SAN's auxiliary gender classifiers, a
 # subset parameter): "a+b" in MLflow params, Tune configs, JSON and the model card alike.
 LIST_SEP = "+"
@@ -246,6 +247,10 @@ class CandidateConfig:
     aux_matcher: str = "matcher_aux_resnet10t"
     w_rec: float = 1.0  # L1(x, out_same)
     w_gender: float = 1.0  # CE(g(out_same), y) + CE(g(out_opp), 1 - y), mean over aux_gender
+    # what the privacy output is pushed towards (`losses`): flip (the paper: the other
+    # gender) | neutral (the two genders' score distributions matched, as AUC reads them)
+    gender_target: str = "flip"
+    same_gender: bool = True  # keep CE(g(out_same), y) in the gender term
     w_matcher: float = 1.0  # distance of the outputs' mean embedding to f(x)
     matcher_warmup: int = 1  # epochs before the matcher term is switched on (the paper's warm-up)
     matcher_distance: str = "mse"  # mse (as in the paper) | cosine
@@ -275,6 +280,9 @@ class CandidateConfig:
         _check_group_weights(self.group_weights)
         if not self.aux_gender:
             raise ValueError("key 'aux_gender' needs at least one auxiliary gender classifier")
+        if self.gender_target not in GENDER_TARGETS:
+            raise ValueError(f"key 'gender_target': {self.gender_target!r} is not one of "
+                             f"{', '.join(GENDER_TARGETS)}")
         if self.matcher_distance not in MATCHER_DISTANCES:
             raise ValueError(f"key 'matcher_distance': {self.matcher_distance!r} is not one of "
                              f"{', '.join(MATCHER_DISTANCES)}")

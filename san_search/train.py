@@ -155,7 +155,8 @@ class SanTrainer:
                 self.matcher if use_matcher else None, w_rec=self.cfg.w_rec,
                 w_gender=self.cfg.w_gender, w_matcher=self.cfg.w_matcher,
                 distance=self.cfg.matcher_distance,
-                matcher_fraction=self.cfg.matcher_fraction)
+                matcher_fraction=self.cfg.matcher_fraction,
+                gender_target=self.cfg.gender_target, same_gender=self.cfg.same_gender)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {self.epoch + 1}: "
                                      "lower lr or the loss weights")
