@@ -148,7 +148,7 @@ def attack_train_set(train: SplitView, rows: np.ndarray, perturbed: np.ndarray,
     import pyarrow as pa
 
     from san_search.data.store import SplitView
-    from san_search.ensemble.serving import to_uint8
+    from san_search.images import to_uint8
 
     take = pa.array(rows)
     parts = [(to_uint8(perturbed), train.gender[rows], train.identity_index[rows],
@@ -241,8 +241,8 @@ def _attack_method(label: str, f: Transform, ds: PreparedDataset, zoo: Zoo,
     """One method's row (fixed privacy and every attacker's privacy and error) and its
     per-group rows (`group_rows`; none when the test split has no groups)."""
     from san_search.data.groups import has_groups
-    from san_search.ensemble.serving import to_uint8
     from san_search.evaluators import TorchGender
+    from san_search.images import to_uint8
     from san_search.metrics import gender_scores
 
     train, test = ds.split("train"), ds.split("test")

@@ -24,8 +24,15 @@ noise and Gaussian blur (each channel alone).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hashlib
+import io
+import json
+import os
+import time
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,11 +41,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from san_search import metric_names as mn
+from san_search.advantage import BLUR, NOISE, Frame, Point, Raw, bracket_gaps, point
+from san_search.atomic import write_atomic
 from san_search.data.groups import by_group, group_privacy, has_groups
 from san_search.data.splits import gallery_probe_split
 from san_search.data.store import SplitView
 from san_search.evaluators import GenderEvaluator, MatcherEvaluator
-from san_search.images import as_float, from_nchw, to_nchw
+from san_search.images import as_float, from_nchw, to_nchw, to_uint8
 from san_search.metric_names import (
     ALPHA,
     ERROR_MEAN,
@@ -54,8 +63,11 @@ from san_search.metrics import (
     gender_scores,
     identification_ranks,
     identification_rates,
+    pair_scores,
     pair_verification,
+    retention,
     ssim,
+    verification,
 )
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -70,6 +82,8 @@ class Pool:
     role: str
     genders: list[GenderEvaluator] = field(default_factory=list)
     matchers: list[MatcherEvaluator] = field(default_factory=list)
+    # what the pool's scores depend on: each model's name and weights (`load_pool`)
+    key: str = ""
 
 
 def load_pool(zoo: Any, role: str, device: str = "cpu", *, third_party: bool = False) -> Pool:
@@ -83,6 +97,10 @@ def load_pool(zoo: Any, role: str, device: str = "cpu", *, third_party: bool = F
         extra = third_party_evaluators()
         pool.genders += extra.genders
         pool.matchers += extra.matchers
+    weights = {n: zoo.entries[n].get("weights_sha256", "") for n in zoo.names(role=role)}
+    models = [f"{g.name}:{type(g).__name__}" for g in pool.genders]
+    models += [f"{m.name}:{type(m).__name__}" for m in pool.matchers]
+    pool.key = json.dumps([role, sorted(weights.items()), models])
     return pool
 
 
@@ -110,6 +128,7 @@ class PoolScorer:
         self._last: tuple[dict[str, np.ndarray], dict[str, np.ndarray],
                           dict[str, dict[str, np.ndarray]]] | None = None
         self._orig_emb = {m.name: m.embed(self.original) for m in pool.matchers}
+        self.last_raw: Raw | None = None  # the last scoring's raw outputs (`advantage`)
         self.original_tar, self.original_auc = {}, {}
         self.original_ident: dict[str, dict[str, Any]] = {}
         self._original_ranks: dict[str, np.ndarray] = {}
@@ -120,6 +139,22 @@ class PoolScorer:
             self._original_ranks[m.name] = self._ranks(e, e)
             self.original_ident[m.name] = _rates(self._original_ranks[m.name])
 
+    def frame(self) -> Frame:
+        """The split's fixed structure, for `advantage` (labels, identities, pairs and each
+        matcher's original pair scores)."""
+        pairs = self.view.pairs
+        assert pairs is not None
+        return Frame(np.asarray(self.gender), self._ids, np.asarray(pairs.a),
+                     np.asarray(pairs.b), np.asarray(pairs.same, dtype=bool),
+                     {m: pair_scores(e, e, pairs.a, pairs.b) for m, e in self._orig_emb.items()},
+                     self.far)
+
+    def raw(self, images: np.ndarray) -> Raw:
+        """Score `images` and return the raw outputs `advantage` resamples."""
+        self.score(images)
+        assert self.last_raw is not None
+        return self.last_raw
+
     def _ranks(self, probe_side: np.ndarray, gallery_side: np.ndarray) -> np.ndarray:
         """Each probe's rank when the probe rows of `probe_side` are searched in the gallery
         rows of `gallery_side` (both row-aligned with the split); (P,) in `self.probes`
@@ -129,13 +164,7 @@ class PoolScorer:
 
     def _tar_retention(self, name: str, v: dict[str, float]) -> float:
         """A matcher's verification `v` as retention of its original TAR (see the module)."""
-        base = self.original_tar[name]
-        if base > 0:
-            return min(1.0, v["tar"] / base)  # a perturbation that verifies better by chance
-        # The matcher verifies nothing at this FAR even on originals (too weak, or too few
-        # impostor pairs): retention of ROC-AUC above chance stands in.
-        above = self.original_auc[name] - 0.5
-        return min(1.0, max(0.0, (v["auc"] - 0.5) / above)) if above > 0 else 0.0
+        return retention(v["tar"], self.original_tar[name], v["auc"], self.original_auc[name])
 
     def _rank1_retention(self, name: str, got: dict[str, Any]) -> float:
         """Perturbed rank-1 / original rank-1, capped at 1 (CMC mean when rank-1 is 0)."""
@@ -156,7 +185,7 @@ class PoolScorer:
         images = as_float(images)
         out: dict[str, float] = {}
         privacy, error = [], []
-        male_scores, embeddings = {}, {}
+        male_scores, embeddings, pair_sims = {}, {}, {}
         for g in self.pool.genders:
             male_scores[g.name] = g.male_score(images)
             m = gender_scores(male_scores[g.name], self.gender)
@@ -171,7 +200,8 @@ class PoolScorer:
         for mt in self.pool.matchers:
             pert, orig = mt.embed(images), self._orig_emb[mt.name]  # embedded once
             embeddings[mt.name] = pert
-            v = pair_verification(pert, orig, pairs.a, pairs.b, pairs.same, self.far)
+            pair_sims[mt.name] = pair_scores(pert, orig, pairs.a, pairs.b)
+            v = verification(pair_sims[mt.name], pairs.same, self.far)
             u = self._tar_retention(mt.name, v)
             out[f"tar.{mt.name}"], out[f"match_auc.{mt.name}"] = v["tar"], v["auc"]
             out[f"utility.{mt.name}"] = u
@@ -203,6 +233,7 @@ class PoolScorer:
             **{k: float(np.mean(xs)) for k, xs in pooled.items()},
         })
         self._last = (male_scores, embeddings, ranks)
+        self.last_raw = Raw(male_scores, pair_sims)
         if self.has_groups and self.view.group is not None:
             per_group = group_privacy(male_scores, self.gender, self.view.group)
             # nan when no group holds both genders (its AUC is undefined)
@@ -235,8 +266,11 @@ def identity() -> Transform:
 
 
 def gaussian_noise(sigma: float, seed: int = 0) -> Transform:
+    """Gaussian pixel noise of standard deviation `sigma`, clipped to [0, 1]. The draws
+    depend on the seed *and* the strength: two strengths are independent draws, not one draw
+    scaled (which would make every point of a noise curve share its luck)."""
     def apply(x: np.ndarray) -> np.ndarray:
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng([seed, int(round(sigma * 1e6))])
         x = as_float(x)
         return np.clip(x + rng.normal(0.0, sigma, x.shape).astype(np.float32), 0.0, 1.0)
 
@@ -244,7 +278,10 @@ def gaussian_noise(sigma: float, seed: int = 0) -> Transform:
 
 
 def gaussian_blur(sigma: float) -> Transform:
+    """Gaussian blur of standard deviation `sigma` px, each channel alone (0: unchanged)."""
     def apply(x: np.ndarray) -> np.ndarray:
+        if sigma <= 0:
+            return as_float(x)
         t = to_nchw(x)
         c = t.shape[1]
         radius = max(1, int(np.ceil(3 * sigma)))
@@ -294,17 +331,17 @@ def trade_off_curve(scorer: PoolScorer, x: np.ndarray, x_san: np.ndarray,
     return points
 
 
-NOISE_SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.3)
-BLUR_SIGMAS = (0.5, 1.0, 1.5, 2.5, 4.0)
-
-
 def baseline_curves(scorer: PoolScorer) -> dict[str, list[dict[str, float]]]:
-    """Noise and blur at several strengths (their own trade-off curves)."""
+    """Noise and blur at the starting strengths of their sweeps (`GRIDS`, the originals
+    included), on the uint8 images a user would write: their own trade-off curves."""
     x = scorer.original
-    return {
-        "noise": [{"strength": s, **scorer.score(gaussian_noise(s)(x))} for s in NOISE_SIGMAS],
-        "blur": [{"strength": s, **scorer.score(gaussian_blur(s)(x))} for s in BLUR_SIGMAS],
-    }
+    return {kind: [{"strength": s, **scorer.score(to_uint8(BASELINES[kind](s, 0)(x)))}
+                   for s in GRIDS[kind]] for kind in (NOISE, BLUR)}
+
+
+def strongest_matcher(scorer: PoolScorer) -> str:
+    """The pool's matcher with the highest original TAR@FAR (the val side's headline)."""
+    return max(scorer.original_tar, key=lambda m: (scorer.original_tar[m], m))
 
 
 def privacy_at_utility(curve: Sequence[dict[str, float]], utility: float,
@@ -315,3 +352,149 @@ def privacy_at_utility(curve: Sequence[dict[str, float]], utility: float,
     us = np.array([p[0] for p in pts])
     ps = np.array([p[1] for p in pts])
     return float(np.interp(utility, us, ps))
+
+
+# ------------------------------------------------------------------ baseline sweeps
+# A baseline (noise or blur) scored on a whole split at several strengths: the curve that
+# `advantage` takes its envelope of. Each strength is one full scoring of the pool (dlib at
+# 150 px dominates: about a minute per strength for LFW's test split on 2 cores), so the raw
+# scores are cached on disk per (pool, split, dataset fingerprint, baseline, strength, seed).
+
+BASELINES: dict[str, Callable[[float, int], Transform]] = {
+    NOISE: lambda s, seed: gaussian_noise(s, seed),
+    BLUR: lambda s, _seed: gaussian_blur(s),
+}
+# Starting strengths (0 = the originals); `BaselineSweep.refine` bisects between them.
+GRIDS: dict[str, tuple[float, ...]] = {
+    NOISE: (0.0, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32),
+    BLUR: (0.0, 0.5, 1.0, 2.0, 4.0, 8.0),
+}
+# The strongest strengths a sweep extends to (noise of sd 1 leaves nothing of a [0, 1] image).
+LIMITS: dict[str, float] = {NOISE: 1.0, BLUR: 32.0}
+CACHE_ENV = "SAN_SEARCH_CACHE"  # where baseline sweeps are cached (default ~/.cache/san-search)
+CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """`$SAN_SEARCH_CACHE`, else `$XDG_CACHE_HOME/san-search`, else ~/.cache/san-search."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "san-search"
+
+
+class BaselineSweep:
+    """One baseline's raw scores on `scorer`'s split at several strengths, computed on the
+    whole split (never a subset), on the uint8 images a user would write, and cached.
+
+    `identity` names what the scores depend on besides the strength: the dataset's
+    fingerprint, the split and the pool's models (`Pool.key`)."""
+
+    def __init__(self, scorer: PoolScorer, kind: str, identity: str, *, seed: int = 0,
+                 cache: Path | None = None, log: Callable[[str], None] = print) -> None:
+        if kind not in BASELINES:
+            raise ValueError(f"unknown baseline {kind!r} (choose from {sorted(BASELINES)})")
+        self.scorer, self.kind, self.identity, self.seed = scorer, kind, identity, seed
+        self.cache = cache_dir() if cache is None else cache
+        self.log = log
+        self.raw: dict[float, Raw] = {}
+        self.points: dict[float, Point] = {}
+        self.seconds = 0.0  # spent scoring (cache misses) by this sweep
+        self.cached = 0  # strengths read from the cache
+        self._frame = scorer.frame()
+
+    def _file(self, strength: float) -> Path:
+        key = json.dumps({"v": CACHE_VERSION, "identity": self.identity, "kind": self.kind,
+                          "strength": round(strength, 6), "seed": self.seed,
+                          "far": self.scorer.far, "n": len(self.scorer.original)},
+                         sort_keys=True)
+        return self.cache / "baselines" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
+
+    def add(self, strength: float) -> Raw:
+        """The raw scores at `strength` (scored on a cache miss, then cached)."""
+        strength = round(float(strength), 6)
+        if strength in self.raw:
+            return self.raw[strength]
+        path = self._file(strength)
+        raw = _read_raw(path)
+        if raw is None:
+            t0 = time.perf_counter()
+            images = to_uint8(BASELINES[self.kind](strength, self.seed)(self.scorer.original))
+            raw = self.scorer.raw(images)
+            self.seconds += time.perf_counter() - t0
+            _write_raw(path, raw)
+            self.log(f"  {self.kind} at {strength:g} scored on the whole split "
+                     f"({time.perf_counter() - t0:.0f} s, cached)")
+        else:
+            self.cached += 1
+        self.raw[strength] = raw
+        self.points[strength] = point(raw, self._frame)
+        return raw
+
+    def curve(self) -> list[tuple[float, Raw]]:
+        """(strength, raw scores), increasing strength."""
+        return sorted(self.raw.items())
+
+    def refine(self, targets: Mapping[str, Sequence[float]], *, tolerance: float = 0.03,
+               max_added: int = 8) -> int:
+        """Score the starting grid; extend it (doubling, up to `LIMITS`) while a target
+        utility (per matcher) lies below every strength's; then bisect wherever a target lies
+        between two strengths whose utilities differ by more than `tolerance`, so the envelope
+        is known there to about that. Returns how many strengths it added beyond the grid."""
+        for s in GRIDS[self.kind]:
+            self.add(s)
+        added = 0
+        # a method that costs more utility than the strongest strength: sweep further out
+        while added < max_added and GRIDS[self.kind][-1] * 2**added < LIMITS[self.kind]:
+            if all(min(p.utility[m] for p in self.points.values()) <= min(us, default=1.0)
+                   for m, us in targets.items()):
+                break
+            self.add(min(LIMITS[self.kind], max(self.points) * 2))
+            added += 1
+        while added < max_added:
+            gaps = set()
+            curve = sorted(self.points.items())
+            for matcher, us in targets.items():
+                for u in us:
+                    for lo, hi in bracket_gaps(curve, matcher, u):
+                        du = abs(self.points[lo].utility[matcher]
+                                 - self.points[hi].utility[matcher])
+                        if du > tolerance and hi - lo > GRIDS[self.kind][1] / 16:
+                            gaps.add((lo, hi))
+            if not gaps:
+                break
+            for lo, hi in sorted(gaps)[: max_added - added]:
+                self.add((lo + hi) / 2)
+                added += 1
+        return added
+
+    def matched(self, matcher: str, utility: float) -> float | None:
+        """The strength whose `matcher` utility is `utility`, interpolated linearly between
+        the first bracketing pair of scored strengths (None outside the swept range)."""
+        curve = sorted(self.points.items())
+        for (s0, p0), (s1, p1) in zip(curve, curve[1:], strict=False):
+            u0, u1 = p0.utility[matcher], p1.utility[matcher]
+            if min(u0, u1) <= utility <= max(u0, u1):
+                t = 0.0 if u0 == u1 else (utility - u0) / (u1 - u0)
+                return round(s0 + t * (s1 - s0), 4)
+        return None
+
+
+def _read_raw(path: Path) -> Raw | None:
+    """A cached sweep point, or None (missing or unreadable: it is then scored again)."""
+    try:
+        with np.load(path) as z:
+            male = {k[5:]: z[k] for k in z.files if k.startswith("male.")}
+            pairs = {k[5:]: z[k] for k in z.files if k.startswith("pair.")}
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return None
+    return Raw(male, pairs)
+
+
+def _write_raw(path: Path, raw: Raw) -> None:
+    buf = io.BytesIO()
+    arrays = {f"male.{k}": v for k, v in raw.male.items()}
+    arrays.update({f"pair.{k}": v for k, v in raw.pairs.items()})
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds badly
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, buf.getvalue())

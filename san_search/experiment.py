@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from san_search import tracking
+from san_search.advantage import BLUR, NOISE, from_scores
 from san_search.config import CandidateConfig, TrainResources
 from san_search.console import Log
 from san_search.data import open_dataset
@@ -28,9 +29,14 @@ from san_search.evaluate import (
     load_pool,
     privacy_at_utility,
     san_transform,
+    strongest_matcher,
     trade_off_curve,
 )
 from san_search.metric_names import (
+    ADVANTAGE,
+    ADVANTAGE_BLUR,
+    ADVANTAGE_BLUR_MEAN,
+    ADVANTAGE_MEAN,
     ALPHA,
     CURVE_COLUMNS,
     PRIVACY_MEAN,
@@ -85,6 +91,11 @@ def evaluate_san(model: Any, prototypes: dict[str, np.ndarray], scorer: PoolScor
     x_san = san_transform(model, prototypes, val.gender, device)(val.images)
     curve = trade_off_curve(scorer, x, x_san)
     base = baselines if baselines is not None else baseline_curves(scorer)
+    head = strongest_matcher(scorer)
+    for p in curve:  # each alpha's advantage over noise and blur at the strongest matcher
+        for kind, key in ((NOISE, ADVANTAGE), (BLUR, ADVANTAGE_BLUR)):
+            got = from_scores(p, base[kind], head, key)
+            p.update({k: v for k, v in got.items() if k in (key, f"{key}_mean")})
     u = curve[-1][UTILITY_MEAN]
     matched = {f"{k}_privacy_at_san_utility": privacy_at_utility(v, u) for k, v in base.items()}
     return FinalEvaluation(curve, base, matched, x, x_san, val.gender)
@@ -132,7 +143,9 @@ def curve_columns(points: list[dict[str, float]]) -> tuple[str, ...]:
     """A trade-off curve table's columns: `CURVE_COLUMNS`, then `worst_group_privacy` when
     the val split has skin-tone groups."""
     extra = (WORST_GROUP_PRIVACY,) if points and WORST_GROUP_PRIVACY in points[0] else ()
-    return (*CURVE_COLUMNS, *extra)
+    shown = [k for k in (ADVANTAGE, ADVANTAGE_MEAN, ADVANTAGE_BLUR, ADVANTAGE_BLUR_MEAN)
+             if any(k in p for p in points)]
+    return (*CURVE_COLUMNS, *extra, *shown)
 
 
 def log_candidate_artifacts(ev: FinalEvaluation, checkpoint: str | Path, title: str, *,
@@ -140,10 +153,12 @@ def log_candidate_artifacts(ev: FinalEvaluation, checkpoint: str | Path, title: 
     """Into the candidate's MLflow run: curve table + figure, baselines, image grid,
     weights, the final point's metrics and each baseline's privacy at the SAN's utility."""
     cols = curve_columns(ev.curve)
-    tables = {"trade_off_curve.json": {c: [p[c] for p in ev.curve] for c in cols}}
+    # an alpha whose advantage is out of range has no entry: null in the table
+    tables = {"trade_off_curve.json": {c: [p.get(c) for p in ev.curve] for c in cols}}
     for name, pts in ev.baselines.items():
-        tables[f"baseline_{name}.json"] = {c: [p[c] for p in pts]
-                                           for c in ("strength", *cols[1:])}
+        tables[f"baseline_{name}.json"] = {c: [p.get(c) for p in pts]
+                                           for c in ("strength", *cols[1:])
+                                           if not c.startswith(ADVANTAGE)}
     metrics = {final(k): float(v) for k, v in ev.curve[-1].items() if k != ALPHA}
     metrics.update({k: float(v) for k, v in ev.matched.items()})
     tracking.log_candidate(tracking.client_for(tracking_uri), run_id, tables=tables,

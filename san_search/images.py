@@ -53,6 +53,13 @@ def as_float(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float32)
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """The 8-bit pixels an image is written as, and identified by (floats are rounded)."""
+    if images.dtype == np.uint8:
+        return images
+    return np.clip(np.rint(np.asarray(images, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
 def to_nchw(images: np.ndarray) -> torch.Tensor:
     """A batch of stored images (gray (N, S, S) or rgb (N, S, S, 3), uint8 or float) ->
     float32 tensor (N, C, S, S) in [0, 1], C = 1 or 3."""

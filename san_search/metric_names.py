@@ -75,6 +75,26 @@ def group_table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [c for c in GROUP_TABLE_COLUMNS if rows and c in rows[0]]
 
 
+# Advantage over noise (`san_search.advantage`): privacy minus the best privacy Gaussian noise
+# reaches at the same utility. The headline `advantage` is the minimum over the gender judges
+# at the headline matcher (dlib's descriptor when present); `advantage_mean` the mean over
+# them; `_low` / `_high` the bootstrap interval over identities. The same against blur is
+# `advantage_blur...`. Per judge and matcher: `advantage.<judge>.<matcher>`.
+ADVANTAGE, ADVANTAGE_MEAN = "advantage", "advantage_mean"
+ADVANTAGE_BLUR, ADVANTAGE_BLUR_MEAN = "advantage_blur", "advantage_blur_mean"
+ADVANTAGE_COLUMNS = (ADVANTAGE, ADVANTAGE_MEAN, ADVANTAGE_BLUR, ADVANTAGE_BLUR_MEAN)
+
+
+def low(metric: str) -> str:
+    """The lower end of a metric's interval: `advantage_low`."""
+    return f"{metric}_low"
+
+
+def high(metric: str) -> str:
+    """The upper end of a metric's interval: `advantage_high`."""
+    return f"{metric}_high"
+
+
 # The per-matcher entries beside them: `per_model(m, name)` for m in TAR_BOTH, UTILITY_BOTH
 # (TAR and its retention with both sides perturbed), the two rank-1 retentions and each rank.
 TAR_BOTH, UTILITY_BOTH = "tar_both", "utility_both"
@@ -100,7 +120,10 @@ _SCENARIO_LABELS = {PROBE_PERTURBED: "probe perturbed", BOTH_PERTURBED: "both pe
                     ORIGINAL: "originals"}
 
 # Short labels for tables and figure axes.
-LABELS = {PRIVACY_MEAN: "privacy", PRIVACY_MIN: "privacy (worst)", ERROR_MEAN: "error",
+LABELS = {ADVANTAGE: "advantage over noise", ADVANTAGE_MEAN: "advantage over noise (mean)",
+          ADVANTAGE_BLUR: "advantage over blur",
+          ADVANTAGE_BLUR_MEAN: "advantage over blur (mean)",
+          PRIVACY_MEAN: "privacy", PRIVACY_MIN: "privacy (worst)", ERROR_MEAN: "error",
           UTILITY_MEAN: "utility", UTILITY_MIN: "utility (worst)", SSIM: "SSIM",
           WORST_GROUP_PRIVACY: "privacy (worst group)",
           UTILITY_BOTH_MEAN: "utility (both perturbed)",
@@ -127,9 +150,12 @@ def random(metric: str) -> str:
 
 def method_tag(method: str) -> str:
     """The stable MLflow prefix of a test-table method ("K random from front" ->
-    `K_random_from_front`); the matched-noise row is `noise_matched` whatever its sigma."""
+    `K_random_from_front`); the matched-noise row is `noise_matched` whatever its sigma,
+    and the matched-blur row `blur_matched`."""
     if method.startswith("noise sigma"):
         return "noise_matched"
+    if method.startswith("blur sigma"):
+        return "blur_matched"
     return "".join(c if c.isalnum() else "_" for c in method).strip("_").replace("__", "_")
 
 

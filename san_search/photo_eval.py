@@ -162,7 +162,7 @@ def crop_metrics(ens: Any, field: FieldPipeline, images: np.ndarray, gender: np.
                  a: np.ndarray, b: np.ndarray, same: np.ndarray) -> dict[str, float]:
     """The same third-party evaluators (`field`'s) on the dataset's crops of the same
     images (how the test table scores them)."""
-    from san_search.ensemble.serving import to_uint8
+    from san_search.images import to_uint8
     from san_search.metrics import gender_scores, pair_verification
 
     prot_u8 = to_uint8(ens.runtime.perturb(images))

@@ -10,6 +10,10 @@ import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "SAN_SEARCH_CACHE" not in os.environ:  # baseline sweeps cached per test session, not in ~
+    import tempfile
+
+    os.environ["SAN_SEARCH_CACHE"] = tempfile.mkdtemp(prefix="san-search-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 

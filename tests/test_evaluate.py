@@ -136,3 +136,51 @@ def test_rank1_retention_falls_back_to_the_cmc_when_originals_identify_nobody() 
     assert scorer._rank1_retention("flat", got) == pytest.approx(9.0 / 9.5)
     scorer.original_ident["flat"] = {"rank1": 0.0, "cmc": zero}
     assert scorer._rank1_retention("flat", got) == 0.0
+
+
+def test_noise_draws_are_independent_per_strength() -> None:
+    x = np.full((4, 16, 16), 0.5, np.float32)
+    a = gaussian_noise(0.05)(x) - 0.5
+    b = gaussian_noise(0.1)(x) - 0.5
+    # one draw scaled would make b exactly 2a; independent draws are uncorrelated
+    assert abs(float(np.corrcoef(a.ravel(), b.ravel())[0, 1])) < 0.1
+    np.testing.assert_array_equal(gaussian_noise(0.05)(x), gaussian_noise(0.05)(x))
+    np.testing.assert_array_equal(gaussian_blur(0.0)(x), x)  # strength 0: the originals
+
+
+def test_baseline_sweep_scores_the_whole_split_caches_and_bisects(
+        problem: tuple[Path, Path], tmp_path: Path) -> None:
+    from san_search.advantage import NOISE
+    from san_search.evaluate import GRIDS, BaselineSweep
+    from san_search.images import to_uint8
+
+    data, _ = problem
+    val = open_dataset(data).split("val")
+    scorer = PoolScorer(Pool("val", [MajorityGender(0.5)], [_PixelMatcher()]), val)
+    logs: list[str] = []
+    sweep = BaselineSweep(scorer, NOISE, "unit", cache=tmp_path, log=logs.append)
+    target = 0.6
+    added = sweep.refine({"pixels": [target]}, tolerance=0.05)
+    strengths = [s for s, _ in sweep.curve()]
+    assert set(GRIDS[NOISE]) <= set(strengths) and strengths[0] == 0.0
+    assert len(strengths) == len(GRIDS[NOISE]) + added
+    # the whole split, on uint8 images: the raw scores of a strength are those of scoring it
+    s1 = strengths[2]
+    again = scorer.raw(to_uint8(gaussian_noise(s1)(scorer.original)))
+    np.testing.assert_allclose(sweep.raw[s1].pairs["pixels"], again.pairs["pixels"])
+    assert len(sweep.raw[s1].male["majority"]) == len(val)
+    # known where the target lies: the bracketing strengths' utilities within the tolerance,
+    # or no finer step was allowed
+    pts = sorted(sweep.points.items())
+    for (a, pa), (b, pb) in zip(pts, pts[1:], strict=False):
+        lo, hi = sorted((pa.utility["pixels"], pb.utility["pixels"]))
+        if lo <= target <= hi:
+            assert hi - lo <= 0.05 or b - a <= GRIDS[NOISE][1] / 16
+    # a second sweep reads every strength from the cache and scores nothing
+    second = BaselineSweep(scorer, NOISE, "unit", cache=tmp_path, log=logs.append)
+    second.refine({"pixels": [target]}, tolerance=0.05)
+    assert second.cached == len(strengths) and second.seconds == 0.0
+    # another identity (another pool or dataset) never reads these
+    other = BaselineSweep(scorer, NOISE, "other", cache=tmp_path, log=lambda _: None)
+    other.add(0.0)
+    assert other.cached == 0

@@ -12,12 +12,14 @@ from san_search import metric_names as mn
 from san_search.attack import ATTACK_FILE, ATTACK_MIN, DATA, INITS, column, variant_column
 from san_search.ensemble.orchestration import (
     Selection,
+    advantage_verdict,
+    format_advantage,
     format_rows,
     group_columns,
     per_evaluator_columns,
     trade_off_figure,
 )
-from san_search.ensemble.scoring import METHOD
+from san_search.ensemble.scoring import ADVANTAGE_MATCHER, METHOD
 from san_search.ensemble.serving import MANIFEST
 
 CARD, FIGURE = "README.md", "trade_off.png"
@@ -63,8 +65,27 @@ def model_card(manifest: dict[str, Any], attack: dict[str, Any] | None = None) -
         vals = " | ".join(f"{v[k]:.3f}" for k in CARD_VAL)
         lines.append(f"| {m['name']} | `{m['run_id']}` | {vals} | {arch} | "
                      f"{c['aux_gender']} | {c['aux_matcher']} |")
-    return "\n".join(lines + _card_test_pool(manifest) + _card_attack(attack)
+    return "\n".join(lines + _card_advantage(manifest["test"]) + _card_test_pool(manifest)
+                     + _card_attack(attack)
                      + _card_provenance(manifest))
+
+
+def _card_advantage(test: list[dict[str, Any]]) -> list[str]:
+    """Advantage over noise and blur first: whether the ensemble hides more than a naive
+    baseline at the same cost to recognition (a plain warning when it does not)."""
+    text = format_advantage(test)
+    if not text:
+        return []
+    verdict = advantage_verdict(test)
+    return ["", "## Advantage over noise", "",
+            verdict if verdict else
+            (f"{test[0][METHOD]} hides more gender than Gaussian noise at the same "
+             f"{test[0].get(ADVANTAGE_MATCHER)} utility: the 95% interval of its advantage "
+             "(minimum over the gender judges) lies above 0."),
+            "", "Advantage = privacy minus the best privacy the baseline reaches at any "
+            "strength that keeps at least the method's utility (a monotone envelope over "
+            "strengths, the originals included); out of range when the method costs more "
+            "utility than every strength swept.", "", "```", text, "```"]
 
 
 def _card_test_pool(manifest: dict[str, Any]) -> list[str]:

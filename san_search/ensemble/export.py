@@ -44,9 +44,7 @@ from san_search import __version__, zoo_pretrained
 from san_search.attack import ATTACK_FILE, to_json
 from san_search.console import Log
 from san_search.ensemble.card import write_card
-from san_search.ensemble.orchestration import (
-    Selection,
-)
+from san_search.ensemble.orchestration import Selection, advantage_verdict
 from san_search.ensemble.serving import (
     FORMAT,
     MANIFEST,
@@ -319,6 +317,9 @@ def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = Non
                       key.public_key() if key is not None else None)
     log(f"exported {len(manifest['members'])} member(s) to {out} (policy {policy}); ONNX max "
         f"abs diff {max(check.values()):.1e}")
+    verdict = advantage_verdict(sel.test_table)
+    if verdict:  # a warning, not a refusal: the user may want it anyway (the card says so too)
+        log(verdict)
     return out
 
 

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from san_search import advantage as adv
 from san_search import metric_names as mn
 from san_search.atomic import write_atomic
 from san_search.attack import Budget, format_attack, log_attack, run_attack
 from san_search.console import Log
 from san_search.ensemble.scoring import (
+    ADVANTAGE_MATCHER,
     ENSEMBLE_KIND,
     METHOD,
     SIGMA,
@@ -125,15 +127,73 @@ def json_plain(v: Any) -> Any:
 def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], first: str) -> str:
     """A plain-text table: `first` as the row label, then `columns` (floats to 3 places)."""
     width = max([len(first), *(len(str(r[first])) for r in rows)])
-    widths = [max(len(c), 9) for c in columns]  # whole names: evaluators share prefixes
+
+    def cell(r: dict[str, Any], c: str) -> str:
+        v = r.get(c, "-")
+        if v is None:  # an advantage outside its baseline's range: never a number
+            return OUT_OF_RANGE
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    # whole names: evaluators share prefixes
+    widths = [max([len(c), 9, *(len(cell(r, c)) for r in rows)]) for c in columns]
     head = f"{first:<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths,
                                                                        strict=True))
     lines = [head, "-" * len(head)]
     for r in rows:
-        cells = [f"{r[c]:>{w}.3f}" if isinstance(r.get(c), float) else f"{str(r.get(c, '-')):>{w}}"
-                 for c, w in zip(columns, widths, strict=True)]
+        cells = [f"{cell(r, c):>{w}}" for c, w in zip(columns, widths, strict=True)]
         lines.append(f"{str(r[first]):<{width}} " + " ".join(cells))
     return "\n".join(lines)
+
+
+OUT_OF_RANGE = "out of range"
+
+
+def format_advantage(rows: Sequence[dict[str, Any]]) -> str:
+    """Each method's advantage over noise and blur at the headline matcher: the minimum over
+    the gender judges and their mean, with 95% intervals over identities, and whether the
+    whole interval of the minimum clears 0."""
+    if not rows or mn.ADVANTAGE not in rows[0]:
+        return ""
+    head = rows[0].get(ADVANTAGE_MATCHER, "?")
+    table = []
+    for r in rows:
+        row: dict[str, Any] = {METHOD: r[METHOD]}
+        for key, name in ((mn.ADVANTAGE, "vs noise (min)"), (mn.ADVANTAGE_MEAN, "(mean)"),
+                          (mn.ADVANTAGE_BLUR, "vs blur (min)"),
+                          (mn.ADVANTAGE_BLUR_MEAN, "(blur mean)")):
+            row[name] = (f"{adv.fmt(r.get(key))} "
+                         f"{adv.fmt_interval(r.get(mn.low(key)), r.get(mn.high(key)))}")
+        lo = r.get(mn.low(mn.ADVANTAGE))
+        row["beats noise"] = "yes" if lo is not None and lo > 0 else "no"
+        table.append(row)
+    cols = ["vs noise (min)", "(mean)", "vs blur (min)", "(blur mean)", "beats noise"]
+    return (f"advantage over noise and blur at {head}'s utility (privacy minus the baseline's "
+            "best privacy at the same utility; min and mean over the gender judges; 95% "
+            "interval over identities)\n" + format_rows(table, cols, METHOD))
+
+
+def advantage_verdict(rows: Sequence[dict[str, Any]]) -> str | None:
+    """One plain sentence when the shipped ensemble (the first row) does not clear noise:
+    the 95% interval of its headline advantage does not lie above 0 (or is out of range).
+    None when it does, or for a selection made before advantage was measured."""
+    if not rows or mn.ADVANTAGE not in rows[0]:
+        return None
+    r = rows[0]
+    lo = r.get(mn.low(mn.ADVANTAGE))
+    if lo is not None and lo > 0:
+        return None
+    head = r.get(ADVANTAGE_MATCHER, "the headline matcher")
+    return (f"WARNING: {r[METHOD]} does not hide gender better than Gaussian noise at the same "
+            f"{head} utility: advantage {adv.fmt(r.get(mn.ADVANTAGE))} (min over the gender "
+            f"judges), 95% interval "
+            f"{adv.fmt_interval(lo, r.get(mn.high(mn.ADVANTAGE)))} does not lie above 0. "
+            "Noise would protect as well at that cost to recognition.")
+
+
+def advantage_cell_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The per judge x matcher advantage-over-noise columns a test table has."""
+    prefix = mn.ADVANTAGE + "."
+    return sorted(k for k in rows[0] if k.startswith(prefix)) if rows else []
 
 
 def per_evaluator_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -258,6 +318,10 @@ def format_test_table(test_table: list[dict[str, Any]],
     text = ("test pool (never used before): pooled, then per evaluator\n"
             + format_rows(test_table, [*mn.TEST_COLUMNS, *group_columns(test_table)], METHOD)
             + "\n" + format_rows(test_table, per_evaluator_columns(test_table), METHOD))
+    advantage = format_advantage(test_table)
+    if advantage:
+        text += "\n" + advantage + "\n" + format_rows(test_table,
+                                                      advantage_cell_columns(test_table), METHOD)
     ident = ident_columns(test_table)
     if ident:
         text += ("\nidentification (closed set, pool mean over matchers) and both-perturbed "
@@ -372,7 +436,7 @@ def trade_off_figure(sel: Selection) -> Figure:
     mem = [c for c in cs if c["name"] in members]
     ax.scatter([c[u] for c in mem], [c[p] for c in mem], c="C3", s=40, marker="D",
                label="ensemble members (val)")
-    for r, style in zip(sel.test_table, ("*", "P", "o", "s"), strict=False):
+    for r, style in zip(sel.test_table, ("*", "P", "o", "s", "X"), strict=False):
         ax.scatter([r[u]], [r[p]], marker=style, s=80, label=f"{r[METHOD]} (test)")
     ax.set_xlabel(f"{mn.LABELS[u]} (TAR@1%FAR retention, pool mean)")
     ax.set_ylabel(f"{mn.LABELS[p]} (1 - |2 AUC - 1|, pool mean)")
@@ -395,6 +459,9 @@ def selection_metrics(sel: Selection) -> dict[str, float]:
             out[mn.test(r[METHOD], k)] = float(r[k])
         if r.get(SIGMA) is not None:
             out[mn.test(r[METHOD], SIGMA)] = float(r[SIGMA])
+        for k, v in r.items():  # out of range (None) is left out, never logged as a number
+            if k.startswith(mn.ADVANTAGE) and isinstance(v, (int, float)):
+                out[mn.test(r[METHOD], k)] = float(v)
     chosen = sel.val_table[0]
     for k in (*TERMS, *(mn.random(m) for m in REALISED_SHOWN)):
         out[mn.val(k)] = float(chosen[k])

@@ -20,7 +20,6 @@ import numpy as np
 
 from san_search import metric_names as mn
 from san_search.console import Log
-from san_search.ensemble.selection import matched_sigma
 from san_search.ensemble.serving import (
     EnsembleRuntime,
     member_index,
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 DISTANCE_IMAGES = 512  # val images the pairwise output distances are measured on
 METHOD = "method"  # a test-table row's label
 SIGMA = "sigma"  # the matched-noise row's strength, its own field (not parsed from the label)
+ADVANTAGE_MATCHER = "headline_matcher"  # the matcher a row's headline advantage is read at
 ENSEMBLE_KIND = "ensemble"  # the KIND_TAG of an ensemble run (not a candidate)
 
 
@@ -194,17 +194,21 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
                 groups_out: list[dict[str, Any]] | None = None,
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The test pool's verdict: ensemble (random), ensemble (chain), the best single member
-    (by val privacy) and Gaussian noise at the random ensemble's utility (its row carries
-    the strength as `sigma`). Returns the table's rows and every method's CMC records
+    (by val privacy), then Gaussian noise and blur at the random ensemble's utility for the
+    headline matcher (dlib's descriptor when present; their rows carry the strength as
+    `sigma`). Every row has its advantage over noise and over blur (`san_search.advantage`:
+    per judge and matcher, the headline minimum and the mean over the judges, with bootstrap
+    intervals over identities). Returns the table's rows and every method's CMC records
     (`cmc_rows`). When the test split has skin-tone groups, each method's per-group rows
     (`PoolScorer.by_group`, labelled with the method) are appended to `groups_out`.
 
-    The noise strength is matched by bisection on a 30% identity subset of the test split
-    (the same pool, third-party models included, so the match holds for every matcher; the
-    whole split when the subset would lack a gender or a pair kind), then
-    scored once on the whole split: dlib's descriptor embeds every image at 150 px, and five
-    full scorings per selection cost half an hour on 2 cores."""
-    from san_search.evaluate import PoolScorer, gaussian_noise, load_pool
+    What is scored is what ships: the uint8 images `perturb` writes, with the ensemble's gender
+    predictor choosing the prototypes. The baselines are swept over strengths on the whole
+    test split (bisected where the methods' utilities lie) and cached per pool, split and
+    dataset (`evaluate.BaselineSweep`)."""
+    from san_search import advantage as adv
+    from san_search.evaluate import BASELINES, BaselineSweep, PoolScorer, load_pool
+    from san_search.images import to_uint8
 
     test = ds.split("test")
     pool = load_pool(zoo, "test", third_party=third_party)
@@ -212,11 +216,14 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     rt = torch_runtime(checkpoints, zoo, predictor, ds.prototypes, "random", seed)
     rows: list[dict[str, Any]] = []
     cmc: list[dict[str, Any]] = []
+    raws: dict[str, adv.Raw] = {}
     if not scorer.has_groups:
         log(f"  note: {ds.path.name} has no skin-tone groups: no per-group results")
 
     def add(label: str, images: np.ndarray, **extra: Any) -> None:
-        metrics, curves = scorer.score_with_curves(images)
+        metrics, curves = scorer.score_with_curves(to_uint8(images))
+        assert scorer.last_raw is not None
+        raws[label] = scorer.last_raw
         rows.append({METHOD: label, **extra, **metrics})
         cmc.extend(cmc_rows(label, curves))
         if groups_out is not None:
@@ -228,15 +235,30 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     single = torch_runtime([checkpoints[best_single]], zoo, predictor, ds.prototypes)
     add("best single member", single.perturb(test.images))
     log("  test pool: best single member scored")
-    sub = test.identity_subset(0.3, seed)
-    assert sub.pairs is not None
-    if len(set(sub.gender.tolist())) < 2 or len(set(sub.pairs.same.tolist())) < 2:
-        sub = test  # a small split: its subset lacks a gender or a pair kind, and is cheap
-    quick = PoolScorer(pool, sub)
-    target = quick.score(rt.perturb(sub.images, "random"))[mn.UTILITY_MEAN]
-    sigma = matched_sigma(
-        lambda s: quick.score(gaussian_noise(s)(sub.images))[mn.UTILITY_MEAN], target, steps=5)
-    add(f"noise sigma {sigma:g} (matched utility)", gaussian_noise(sigma)(test.images),
-        **{SIGMA: sigma})
-    log(f"  test pool: noise at sigma {sigma:g} scored")
+    frame = scorer.frame()
+    head = adv.headline_matcher(frame)
+    identity = f"{ds.fingerprint}|test|{pool.key}"
+    targets = {m: [float(r[f"utility.{m}"]) for r in rows] for m in frame.original_pairs}
+    sweeps = {}
+    for kind in (adv.NOISE, adv.BLUR):
+        sweeps[kind] = sw = BaselineSweep(scorer, kind, identity, seed=seed, log=log)
+        sw.refine(targets)
+        log(f"  test pool: {kind} swept at {len(sw.raw)} strengths on the whole split "
+            f"({sw.cached} cached, {sw.seconds:.0f} s scoring)")
+    target = float(rows[0][f"utility.{head}"])
+    for kind, sw in sweeps.items():
+        s = sw.matched(head, target)
+        if s is None:
+            log(f"  test pool: {kind} cannot match {head} utility {target:.3f} (out of range)")
+            continue
+        add(f"{kind} sigma {s:g} (matched {head} utility)",
+            BASELINES[kind](s, seed)(scorer.original), **{SIGMA: s})
+        log(f"  test pool: {kind} at sigma {s:g} scored")
+    reports = adv.reports_for(raws, {k: sw.curve() for k, sw in sweeps.items()}, frame,
+                              seed=seed, matcher=head)
+    for r in rows:
+        r.update(adv.columns(reports[r[METHOD]]))
+        r[ADVANTAGE_MATCHER] = head
     return rows, cmc
+
+

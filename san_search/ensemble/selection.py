@@ -16,8 +16,8 @@ Eligible candidates are the search's finished trials that meet its constraints a
 
 Every K-subset is tried when there are at most `EXHAUSTIVE_LIMIT`, else greedy forward
 selection with one pass of swaps. The chosen set is compared with "top-K by privacy" and
-"K random from the front"; the Gaussian-noise baseline's strength is matched by bisection
-(`matched_sigma`). Loading and scoring the candidates is `scoring`'s job.
+"K random from the front". Loading and scoring the candidates is `scoring`'s job, and the
+baselines at matched utility are `scoring.test_report`'s.
 """
 
 from __future__ import annotations
@@ -148,17 +148,3 @@ def hv_shares(points: np.ndarray, eligible: np.ndarray, reference: Sequence[floa
     if total > 0:
         share[idx] = hypervolume_contributions(points[idx], reference) / total
     return share, total
-
-
-def matched_sigma(utility_at: Callable[[float], float], target: float, *, high: float = 0.5,
-                  steps: int = 7) -> float:
-    """The Gaussian-noise sigma in [0, high] whose utility is closest to `target`, by
-    bisection (utility falls as sigma grows). `utility_at(sigma)` scores one strength."""
-    lo, hi = 0.0, high
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        if utility_at(mid) > target:
-            lo = mid
-        else:
-            hi = mid
-    return round((lo + hi) / 2, 4)

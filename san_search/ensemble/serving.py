@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from san_search.errors import EnsembleError
-from san_search.images import as_float, channels, color_of, from_nchw, to_nchw
+from san_search.images import as_float, channels, color_of, from_nchw, to_nchw, to_uint8
 from san_search.signing import (
     SignatureCheck,
     Trust,
@@ -64,13 +64,6 @@ def check_policy(policy: str) -> str:
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
     return policy
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """The 8-bit pixels an image is identified by (float images are rounded)."""
-    if images.dtype == np.uint8:
-        return images
-    return np.clip(np.rint(np.asarray(images, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
 def member_index(image: np.ndarray, k: int, seed: int) -> int:

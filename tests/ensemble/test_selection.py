@@ -12,7 +12,6 @@ from san_search.ensemble.selection import (
     TERMS,
     Weights,
     hv_shares,
-    matched_sigma,
     normalised_distance,
     random_from_front,
     select_members,
@@ -88,19 +87,6 @@ def test_random_from_front_is_seeded_and_stays_on_the_front() -> None:
     assert a == random_from_front(pts, ok, 2, seed=3)
     assert set(a) <= {0, 1, 2}
     assert set(random_from_front(pts, ok, 4, seed=0)) >= {0, 1, 2}  # topped up
-
-
-def test_matched_sigma_finds_the_strength_of_a_given_utility() -> None:
-    calls: list[float] = []
-
-    def utility(sigma: float) -> float:  # falls linearly: 1 at 0, 0 at 0.4
-        calls.append(sigma)
-        return max(0.0, 1.0 - 2.5 * sigma)
-
-    assert matched_sigma(utility, 0.5) == pytest.approx(0.2, abs=0.5 / 2**7)
-    assert len(calls) == 7
-    assert matched_sigma(utility, 1.5) < 0.01  # nothing reaches it: the weakest noise
-    assert matched_sigma(utility, -1.0) > 0.49  # everything beats it: the strongest
 
 
 def test_set_terms_names_every_term_of_the_objective() -> None:
