@@ -1,6 +1,7 @@
 # The two commands of the README, each doing all the set-up it needs:
 #   make demo   the main job on an embedded default
-#   make test   lint, types and the test suite (what CI runs, via .ci/run)
+#   make test   lint, types, layer contracts, the manual's strict build and the test suite
+#               (what CI runs, via .ci/run)
 # The virtual environment is created on first use and rebuilt when pyproject.toml or setup.py
 # changes.
 
@@ -33,9 +34,11 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check san_search tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 test: lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs build/site .pytest_cache .mypy_cache .ruff_cache

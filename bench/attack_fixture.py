@@ -17,8 +17,8 @@ from san_search.data import BuildOptions, open_dataset, synth
 from san_search.ensemble.export import export_ensemble
 from san_search.ensemble.orchestration import Selection
 from san_search.ensemble.scoring import best_predictor, test_report
-from san_search.train import load_san
-from san_search.zoo import add_model, open_zoo, train_model
+from san_search.training.trainer import load_san
+from san_search.zoo.store import add_model, open_zoo, train_model
 from tests.conftest import TINY
 from tests.ensemble.conftest import _train_member
 

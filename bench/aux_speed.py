@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from san_search.config import CandidateConfig
-from san_search.train import SanTrainer
-from san_search.zoo import open_zoo
+from san_search.training.trainer import SanTrainer
+from san_search.zoo.store import open_zoo
 
 
 def trainer(data: str, zoo: str, matcher: str, fraction: float, batch: int,

@@ -66,7 +66,7 @@ def tiny_problem(root: Path) -> tuple[Path, Path]:
 
     from san_search.config import ModelSpec
     from san_search.data import BuildOptions, synth
-    from san_search.zoo import add_model, train_model
+    from san_search.zoo.store import add_model, train_model
 
     data, zoo = root / "data", root / "zoo"
     synth(data, identities=40, images_per_identity=6, size=16, options=BuildOptions(pairs=60))

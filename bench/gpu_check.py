@@ -19,8 +19,8 @@ import torch
 
 from san_search.config import CandidateConfig, ModelSpec
 from san_search.data import BuildOptions, synth
-from san_search.train import SanTrainer
-from san_search.zoo import add_model, train_model
+from san_search.training.trainer import SanTrainer
+from san_search.zoo.store import add_model, train_model
 
 
 def _zoo(data: Path, out: Path, device_gpus: float, epochs: int) -> dict[str, dict]:

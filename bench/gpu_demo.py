@@ -21,8 +21,8 @@ import torch
 
 from san_search.config import CandidateConfig
 from san_search.data import BuildOptions, synth
-from san_search.train import SanTrainer
-from san_search.zoo import add_model, load_spec, train_model
+from san_search.training.trainer import SanTrainer
+from san_search.zoo.store import add_model, load_spec, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 # Points of the demo space (widths 4-12, loss weights and learning rates inside its ranges).

@@ -55,7 +55,7 @@ def make_scenes(files: list, out, count: int) -> None:  # type: ignore[no-untype
 
 
 def time_folder(ensemble: str, src, work, label: str) -> None:  # type: ignore[no-untyped-def]
-    from san_search.perturb import perturb_files
+    from san_search.ensemble.perturb import perturb_files
 
     for backend in ("torch", "onnx"):
         for run in ("warm-up", "timed"):
@@ -72,7 +72,7 @@ def photo_rates(ensemble: str, folder: str, images: int, scenes: int) -> None:
     import tempfile
     from pathlib import Path
 
-    from san_search.perturb import IMAGE_SUFFIXES
+    from san_search.ensemble.perturb import IMAGE_SUFFIXES
 
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """Benchmark: whether the candidate's speed options pay. Times SAN training steps (the SAN,
 two aux gender classifiers and an aux matcher, random weights: speed does not depend on
 them) in fp32 and bf16 autocast (`amp`), each in the default and the `channels_last` memory
-format, at several image sizes, on the CPU or a GPU. Uses `san_search.device`, as a trial
+format, at several image sizes, on the CPU or a GPU. Uses `san_search.training.device`, as a trial
 does.
 
     python bench/precision.py [--device cpu|cuda] [--sizes 32 64 112] [--batch 64] [--steps 5]
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from san_search.config import CandidateConfig
-from san_search.device import autocast, memory_format, place
-from san_search.losses import san_loss
 from san_search.models import create
+from san_search.training.device import autocast, memory_format, place
+from san_search.training.losses import san_loss
 
 
 def images_per_s(cfg: CandidateConfig, size: int, device: torch.device, steps: int) -> float:

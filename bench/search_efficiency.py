@@ -42,7 +42,7 @@ def synthetic_problem(root: Path, size: int = 32) -> tuple[Path, Path]:
 
     from san_search.config import ModelSpec
     from san_search.data import BuildOptions, synth
-    from san_search.zoo import add_model, train_model
+    from san_search.zoo.store import add_model, train_model
 
     data, zoo = root / "data", root / "zoo"
     if (zoo / "zoo.json").is_file():

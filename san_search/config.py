@@ -262,7 +262,7 @@ class CandidateConfig:
     epochs: int = 5
     images_per_epoch: int = 0  # 0 = every train image each epoch; else a seeded sample
     seed: int = 0
-    # speed options (san_search.device), not what the SAN learns: bfloat16 autocast, NHWC
+    # speed options (san_search.training.device), not what the SAN learns: bfloat16 autocast, NHWC
     # (channels_last) memory format, and torch.compile of the SAN (for long trials)
     amp: bool = False
     channels_last: bool = False

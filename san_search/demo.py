@@ -128,8 +128,8 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     from san_search import search
     from san_search.ensemble.export import export_ensemble, register
     from san_search.ensemble.orchestration import select
-    from san_search.perturb import perturb_files
-    from san_search.zoo import load_spec, train_zoo
+    from san_search.ensemble.perturb import perturb_files
+    from san_search.zoo.store import load_spec, train_zoo
 
     t0 = time.perf_counter()
     out = Path(out).absolute()

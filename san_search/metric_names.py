@@ -75,7 +75,7 @@ def group_table_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return [c for c in GROUP_TABLE_COLUMNS if rows and c in rows[0]]
 
 
-# Advantage over noise (`san_search.advantage`): privacy minus the best privacy Gaussian noise
+# Advantage over noise (`san_search.zoo.advantage`): privacy minus the best privacy Gaussian noise
 # reaches at the same utility. The headline `advantage` is the minimum over the gender judges
 # at the headline matcher (dlib's descriptor when present); `advantage_mean` the mean over
 # them; `_low` / `_high` the bootstrap interval over identities. The same against blur is

@@ -150,7 +150,7 @@ def problem(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     from san_search.config import ModelSpec
     from san_search.data import BuildOptions, synth
-    from san_search.zoo import add_model, train_model
+    from san_search.zoo.store import add_model, train_model
 
     root = tmp_path_factory.mktemp("train")
     data = root / "data"

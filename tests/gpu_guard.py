@@ -40,15 +40,16 @@ def _trial() -> str | None:
 def cpu_only_node() -> None:
     import torch
 
-    import san_search.device
-    import san_search.train
+    import san_search.training.device
+    import san_search.training.trainer
 
     def refuse(*_a: Any, **_k: Any) -> None:
         raise CudaTouched("CUDA was initialised on a CPU-only node")
 
     torch.cuda.is_available = lambda: False  # type: ignore[assignment]
     torch.cuda._lazy_init = refuse  # type: ignore[assignment]  # every CUDA tensor needs it
-    choose, run_epoch = san_search.device.choose_device, san_search.train._run_epoch
+    choose = san_search.training.device.choose_device
+    run_epoch = san_search.training.trainer._run_epoch
 
     def recording_choose(train_worker: bool = True) -> torch.device:
         import ray
@@ -73,6 +74,6 @@ def cpu_only_node() -> None:
                  "devices": sorted({t.device.type for t in tensors})})
         return out
 
-    san_search.device.choose_device = recording_choose  # type: ignore[assignment]
-    san_search.train.choose_device = recording_choose  # type: ignore[attr-defined]
-    san_search.train._run_epoch = recording_epoch  # type: ignore[assignment]
+    san_search.training.device.choose_device = recording_choose  # type: ignore[assignment]
+    san_search.training.trainer.choose_device = recording_choose  # type: ignore[attr-defined]
+    san_search.training.trainer._run_epoch = recording_epoch  # type: ignore[assignment]

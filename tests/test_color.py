@@ -49,7 +49,7 @@ def _zoo(data: Path, out: Path) -> Path:
     from safetensors.torch import save
 
     from san_search.config import ModelSpec
-    from san_search.zoo import add_model, train_model
+    from san_search.zoo.store import add_model, train_model
 
     for name, kind, arch, role in [
         ("g_aux", "gender", "paper_cnn", "aux"), ("m_aux", "matcher", "regnetx_002", "aux"),
@@ -77,7 +77,7 @@ def _candidate(seed: int = 0, width: int = 4):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def rgb_members(rgb_data: Path, rgb_zoo: Path) -> list[Path]:
-    from san_search.train import SanTrainer
+    from san_search.training.trainer import SanTrainer
 
     out = []
     for i in range(2):
@@ -95,8 +95,8 @@ def _selection(members: list[Path], data: Path, zoo: Path, scored: bool = True
     """A selection of `members` (with `scored`, their test report on the test pool)."""
     from san_search.ensemble.orchestration import Selection
     from san_search.ensemble.scoring import test_report
-    from san_search.train import load_san
-    from san_search.zoo import open_zoo
+    from san_search.training.trainer import load_san
+    from san_search.zoo.store import open_zoo
 
     ds = open_dataset(data)
     table, cmc = (test_report(members, 0, ds, open_zoo(zoo, expect=ds), "g_aux", seed=0,
@@ -159,7 +159,7 @@ def test_a_dataset_without_a_colour_mode_reads_as_gray(gray_data: Path, tmp_path
 
 def test_the_rgb_zoo_records_its_mode_and_takes_three_channels(rgb_zoo: Path,
                                                                rgb_data: Path) -> None:
-    from san_search.zoo import open_zoo
+    from san_search.zoo.store import open_zoo
 
     assert json.loads((rgb_zoo / "zoo.json").read_text())["color"] == "rgb"
     assert json.loads((rgb_zoo / "models" / "g_aux.json").read_text())["color"] == "rgb"
@@ -172,8 +172,8 @@ def test_the_rgb_zoo_records_its_mode_and_takes_three_channels(rgb_zoo: Path,
 def test_a_zoo_of_the_other_mode_is_refused_naming_both(rgb_zoo: Path, gray_data: Path
                                                         ) -> None:
     from san_search.config import CandidateConfig
-    from san_search.train import SanTrainer
-    from san_search.zoo import open_zoo
+    from san_search.training.trainer import SanTrainer
+    from san_search.zoo.store import open_zoo
 
     want = (f"zoo {rgb_zoo} was made for rgb images, but the dataset {gray_data} is gray; "
             "prepare the data with `--color rgb`")
@@ -197,7 +197,7 @@ def test_search_check_names_both_modes(rgb_zoo: Path, rgb_data: Path, gray_data:
 
 def test_an_rgb_candidate_trains_and_scores_colour(rgb_members: list[Path], rgb_data: Path,
                                                    rgb_zoo: Path) -> None:
-    from san_search.train import SanTrainer, load_san, san_color
+    from san_search.training.trainer import SanTrainer, load_san, san_color
 
     assert san_color(rgb_members[0]) == "rgb"
     model, _ = load_san(rgb_members[0])
@@ -213,7 +213,7 @@ def test_an_rgb_candidate_trains_and_scores_colour(rgb_members: list[Path], rgb_
 def test_a_candidate_of_the_other_mode_is_refused(rgb_members: list[Path], problem: tuple[
         Path, Path], rgb_zoo: Path, rgb_data: Path) -> None:
     from san_search.ensemble.export import export_ensemble
-    from san_search.train import SanTrainer, check_san_color
+    from san_search.training.trainer import SanTrainer, check_san_color
 
     gray, gray_zoo = problem
     t = SanTrainer(_candidate(), gray, gray_zoo)
@@ -263,7 +263,7 @@ def test_the_pyfunc_model_takes_rgb_rows(rgb_export: Path, rgb_data: Path) -> No
 
     import pandas as pd
 
-    from san_search.pyfunc_model import SanEnsembleModel
+    from san_search.ensemble.pyfunc_model import SanEnsembleModel
 
     model = SanEnsembleModel()
     model.load_context(SimpleNamespace(artifacts={"ensemble": str(rgb_export)}))
@@ -299,7 +299,7 @@ def _inside(report: Path, name: str, shape: tuple[int, int]) -> np.ndarray:
 def test_perturb_replaces_the_faces_colour_and_nothing_outside(rgb_export: Path,
                                                                lfw_root: Path,
                                                                tmp_path: Path) -> None:
-    from san_search.perturb import perturb_files
+    from san_search.ensemble.perturb import perturb_files
 
     src = _lfw_photo(lfw_root, tmp_path / "in")
     notes: list[str] = []
@@ -319,7 +319,7 @@ def test_perturb_replaces_the_faces_colour_and_nothing_outside(rgb_export: Path,
 
 def test_an_rgb_ensemble_on_a_gray_photo_keeps_the_luminance_and_says_so(
         rgb_export: Path, lfw_root: Path, tmp_path: Path) -> None:
-    from san_search.perturb import RGB_ON_GRAY_NOTE, perturb_files
+    from san_search.ensemble.perturb import RGB_ON_GRAY_NOTE, perturb_files
 
     src = _lfw_photo(lfw_root, tmp_path / "in")
     Image.open(src).convert("L").save(src)
@@ -337,7 +337,7 @@ def test_an_rgb_ensemble_on_a_gray_photo_keeps_the_luminance_and_says_so(
 
 def test_crops_only_writes_colour_crops(rgb_export: Path, lfw_root: Path, tmp_path: Path
                                         ) -> None:
-    from san_search.perturb import perturb_files
+    from san_search.ensemble.perturb import perturb_files
 
     src = _lfw_photo(lfw_root, tmp_path / "in")
     perturb_files(rgb_export, src.parent, tmp_path / "out", crops_only=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from san_search.config import ConfigError, load_zoo_spec
-from san_search.zoo import load_spec
+from san_search.zoo.store import load_spec
 
 ZOOS = sorted((Path(__file__).resolve().parents[1] / "san_search" / "zoos").glob("*.yaml"))
 # pretrained32.yaml adds two pretrained matchers to a trained zoo: not a whole zoo by itself

@@ -78,7 +78,7 @@ def _sampled(trainer: object, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 def test_without_weights_the_epoch_is_todays_permutation(problem: tuple[Path, Path],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from san_search.train import SanTrainer
+    from san_search.training.trainer import SanTrainer
 
     data, zoo = problem
     t = SanTrainer(tiny_candidate(images_per_epoch=48, batch_size=16), data, zoo)
@@ -90,7 +90,7 @@ def test_without_weights_the_epoch_is_todays_permutation(problem: tuple[Path, Pa
 
 def test_weights_oversample_a_group(problem: tuple[Path, Path], tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from san_search.train import SanTrainer
+    from san_search.training.trainer import SanTrainer
 
     data, zoo = problem
     grouped = _with_groups(data, tmp_path / "grouped")
@@ -116,7 +116,7 @@ def test_weights_oversample_a_group(problem: tuple[Path, Path], tmp_path: Path,
 
 
 def test_weights_on_a_dataset_without_groups_name_the_key(problem: tuple[Path, Path]) -> None:
-    from san_search.train import SanTrainer
+    from san_search.training.trainer import SanTrainer
 
     data, zoo = problem
     with pytest.raises(CandidateError, match="key 'group_weights': the dataset has no "
@@ -125,7 +125,7 @@ def test_weights_on_a_dataset_without_groups_name_the_key(problem: tuple[Path, P
 
 
 def test_unknown_group_name_names_the_key(problem: tuple[Path, Path], tmp_path: Path) -> None:
-    from san_search.train import SanTrainer
+    from san_search.training.trainer import SanTrainer
 
     data, zoo = problem
     grouped = _with_groups(data, tmp_path / "grouped")
@@ -147,7 +147,7 @@ def test_weights_that_leave_a_shard_nothing_to_draw_name_the_key() -> None:
 
 def test_val_scoring_reports_worst_group_privacy(problem: tuple[Path, Path],
                                                  tmp_path: Path) -> None:
-    from san_search.train import SanTrainer
+    from san_search.training.trainer import SanTrainer
 
     data, zoo = problem
     grouped = _with_groups(data, tmp_path / "grouped")
@@ -195,7 +195,7 @@ def test_a_space_checks_group_weights_and_worst_group_against_the_dataset(
 
 def test_the_zoo_report_gives_each_judge_per_group_and_gender(problem: tuple[Path, Path],
                                                               tmp_path: Path) -> None:
-    from san_search.zoo_report import format_table, score_zoo
+    from san_search.zoo.report import format_table, score_zoo
 
     data, zoo = problem
     from san_search.data import open_dataset
@@ -219,8 +219,8 @@ def test_the_zoo_report_gives_each_judge_per_group_and_gender(problem: tuple[Pat
 
 
 def test_the_trade_off_curve_table_gains_the_worst_group_column_only_with_groups() -> None:
-    from san_search.experiment import curve_columns
     from san_search.metric_names import CURVE_COLUMNS
+    from san_search.training.candidate import curve_columns
 
     plain = [{c: 0.5 for c in CURVE_COLUMNS}]
     assert curve_columns(plain) == CURVE_COLUMNS

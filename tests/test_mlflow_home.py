@@ -9,7 +9,7 @@ from pathlib import Path
 import san_search
 
 PACKAGE = Path(san_search.__file__).parent
-ALLOWED = {"san_search.pyfunc_model"}  # besides san_search.tracking and its modules
+ALLOWED = {"san_search.ensemble.pyfunc_model"}  # besides san_search.tracking and its modules
 
 
 def module_name(path: Path) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-from san_search.attack import Budget
 from san_search.cli.options import Subparsers
+from san_search.ensemble.attack import Budget
 
 
 def add_budget_options(p: argparse.ArgumentParser) -> None:
-    """The attacker's training budget (`san_search.attack.Budget`; defaults: a few minutes
+    """The attacker's training budget (`san_search.ensemble.attack.Budget`; defaults: a few minutes
     on 2 CPU cores at 32 px)."""
     d = Budget()
     p.add_argument("--attack-images", type=int, default=d.images,
@@ -51,7 +51,7 @@ def add_attack(sub: Subparsers) -> None:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from san_search.attack import attack_export
+    from san_search.ensemble.export import attack_export
 
     attack_export(args.ensemble, args.data, args.zoo, budget_of(args),
                   mlflow=not args.no_mlflow)

@@ -143,7 +143,7 @@ def add_perturb(sub: Subparsers) -> None:
 def cmd_perturb(args: argparse.Namespace) -> int:
     import sys
 
-    from san_search.perturb import REPORT, perturb_files
+    from san_search.ensemble.perturb import REPORT, perturb_files
 
     rep = perturb_files(args.ensemble, args.input, args.output, policy=args.policy,
                         backend=args.backend, overwrite=args.overwrite, trust=args.trust,

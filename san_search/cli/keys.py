@@ -21,7 +21,7 @@ def add_keys_generate(sub: Subparsers) -> None:
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
-    from san_search.signing import fingerprint, generate_keys, load_public_key
+    from san_search.ensemble.signing import fingerprint, generate_keys, load_public_key
 
     private, public = generate_keys(args.out)
     print(f"private key: {private} (mode 0600; keep it off the machines that run perturb)")

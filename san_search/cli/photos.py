@@ -33,7 +33,7 @@ def add_evaluate_photos(sub: Subparsers) -> None:
 
 
 def cmd_evaluate_photos(args: argparse.Namespace) -> int:
-    from san_search.photo_eval import evaluate_photos, format_result
+    from san_search.ensemble.photo_eval import evaluate_photos, format_result
 
     result = evaluate_photos(args.ensemble, args.data, root=args.root, limit=args.limit,
                              seed=args.seed, policy=args.policy, backend=args.backend,

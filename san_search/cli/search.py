@@ -100,7 +100,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 def _print_packing(space: SearchSpace, zoo: Path, image_size: int) -> None:
     """`search --check`: how trials share a GPU and what the largest one needs."""
     from san_search.search.packing import plan
-    from san_search.zoo import open_zoo
+    from san_search.zoo.store import open_zoo
 
     packing = plan(space, open_zoo(zoo), image_size)
     if packing is not None:
@@ -139,7 +139,7 @@ def add_launch(sub: Subparsers) -> None:
 def cmd_launch(args: argparse.Namespace) -> int:
     import shlex
 
-    from san_search.launch import make_plan, run_plan
+    from san_search.search.launch import make_plan, run_plan
 
     plan = make_plan(args.cluster, args.space, args.data, args.zoo, storage=args.storage,
                      name=args.name, out=args.out, port=args.port, up=not args.no_up,

@@ -37,7 +37,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
     from san_search.config import load_candidate_file
-    from san_search.experiment import run_candidate
+    from san_search.training.candidate import run_candidate
 
     cfg, resources = load_candidate_file(args.config)
     if args.max_failures is not None:  # the flag wins over the file
@@ -70,8 +70,8 @@ def add_evaluate(sub: Subparsers) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from san_search.evaluate import privacy_at_utility
-    from san_search.experiment import final_evaluation
+    from san_search.training.candidate import final_evaluation
+    from san_search.zoo.pool import privacy_at_utility
 
     ev = final_evaluation(Path(args.checkpoint), Path(args.data), Path(args.zoo),
                           role=args.role)

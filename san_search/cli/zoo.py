@@ -32,7 +32,7 @@ def add_zoo_train(sub: Subparsers) -> None:
 
 
 def cmd_zoo_train(args: argparse.Namespace) -> int:
-    from san_search.zoo import load_spec, roles_summary, train_zoo
+    from san_search.zoo.store import load_spec, roles_summary, train_zoo
 
     spec = load_spec(args.zoo)
     t0 = time.perf_counter()
@@ -59,7 +59,7 @@ def add_zoo_report(sub: Subparsers) -> None:
 
 def cmd_zoo_report(args: argparse.Namespace) -> int:
     from san_search import tracking
-    from san_search.zoo_report import format_table, log_report, score_zoo
+    from san_search.zoo.report import format_table, log_report, score_zoo
 
     if not args.no_mlflow:  # fail fast, before scoring
         tracking.check_reachable(tracking.resolve_tracking_uri(args.tracking_uri))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -39,11 +39,6 @@ from san_search.metric_names import (
     UTILITY_MEAN,
 )
 from san_search.metrics import privacy_from_auc, roc_auc, tar_at_far
-
-if TYPE_CHECKING:
-    from PIL import Image
-
-    from san_search.data.preprocess import Settings
 
 # Chardon et al.'s breakpoints kept by the three-group merge (degrees).
 LIGHT_ABOVE = 41.0  # light: ITA > 41
@@ -149,28 +144,6 @@ def ita_group(value: float) -> str:
     if value > LIGHT_ABOVE:
         return "light"
     return "intermediate" if value > DARK_AT_OR_BELOW else "dark"
-
-
-def image_ita(img: Image.Image, settings: Settings) -> float | None:
-    """The ITA of a decoded source photo's face, cropped as `data prepare` crops it (the
-    centred square, or the detected face with `detect`); None without colour or skin."""
-    from PIL import Image as PILImage
-
-    from san_search.data.preprocess import _detect_box, crop_square
-
-    if img.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
-        return None  # grayscale or high-bit-depth: no colour to measure
-    rgb = img.convert("RGB")
-    w, h = rgb.size
-    if settings.detect:
-        found = _detect_box(np.asarray(rgb.convert("L")))
-        if found is None:
-            return None
-        face = crop_square(rgb, *found)
-    else:
-        face = crop_square(rgb, w / 2.0, h / 2.0, settings.crop * min(w, h))
-    face = face.resize((ITA_SIZE, ITA_SIZE), PILImage.Resampling.BILINEAR)
-    return face_tone(np.asarray(face, dtype=np.uint8)).ita
 
 
 # ------------------------------------------------------------------ per-group scores

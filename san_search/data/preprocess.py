@@ -214,9 +214,28 @@ def decode_file(path: Path, settings: Settings, *, ita: bool = False) -> Decoded
     return Decoded(face.tobytes(), digest, ita=_source_ita(img, settings) if ita else None)
 
 
+def image_ita(img: Image.Image, settings: Settings) -> float | None:
+    """The ITA of a decoded source photo's face, cropped as `data prepare` crops it (the
+    centred square, or the detected face with `detect`); None without colour or skin."""
+    from san_search.data.groups import ITA_SIZE, face_tone
+
+    if img.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr"):
+        return None  # grayscale or high-bit-depth: no colour to measure
+    rgb = img.convert("RGB")
+    w, h = rgb.size
+    if settings.detect:
+        found = _detect_box(np.asarray(rgb.convert("L")))
+        if found is None:
+            return None
+        face = crop_square(rgb, *found)
+    else:
+        face = crop_square(rgb, w / 2.0, h / 2.0, settings.crop * min(w, h))
+    face = face.resize((ITA_SIZE, ITA_SIZE), Image.Resampling.BILINEAR)
+    return face_tone(np.asarray(face, dtype=np.uint8)).ita
+
+
 def _source_ita(img: Image.Image, settings: Settings) -> float | None:
-    """The skin ITA of the colour source (`data.groups.image_ita`); None when it fails."""
-    from san_search.data.groups import image_ita
+    """The skin ITA of the colour source (`image_ita`); None when it fails."""
 
     try:
         return image_ita(img, settings)

@@ -9,18 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from san_search import metric_names as mn
-from san_search.attack import ATTACK_FILE, ATTACK_MIN, DATA, INITS, column, variant_column
+from san_search.ensemble.attack import ATTACK_FILE, ATTACK_MIN, DATA, INITS, column, variant_column
 from san_search.ensemble.orchestration import (
     Selection,
     advantage_verdict,
     format_advantage,
-    format_rows,
     group_columns,
     per_evaluator_columns,
     trade_off_figure,
 )
-from san_search.ensemble.scoring import ADVANTAGE_MATCHER, METHOD
 from san_search.ensemble.serving import MANIFEST
+from san_search.ensemble.tables import ADVANTAGE_MATCHER, METHOD, format_rows
 
 CARD, FIGURE = "README.md", "trade_off.png"
 # The val metrics of each member in the model card.
@@ -150,7 +149,7 @@ def _card_identification(test: list[dict[str, Any]]) -> list[str]:
 
 
 def _card_attack(attack: dict[str, Any] | None) -> list[str]:
-    """The adaptive attacker's table (`san_search.attack`): privacy against the fixed test
+    """The adaptive attacker's table (`san_search.ensemble.attack`): privacy against the fixed test
     classifiers beside each retrained attacker's, with its budget."""
     if not attack:
         return []

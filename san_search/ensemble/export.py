@@ -13,10 +13,10 @@ Layout of an export folder:
   (every graph takes (B, C, S, S): C = 1 for a gray ensemble, 3 for rgb, `preprocessing.color`)
   trade_off.png, README.md      the model card (test pool: privacy, verification utility,
                                 and rank-1 / rank-5 identification in three scenarios)
-  attack.json                   the adaptive attacker's result (`san_search.attack`), when
+  attack.json                   the adaptive attacker's result (`san_search.ensemble.attack`), when
                                 `select --attack` or `san-search attack` ran
   manifest.sig.json             with `--sign KEY`: the Ed25519 signature over manifest.json's
-                                exact bytes (`san_search.signing`; not hashed: it signs them)
+                                exact bytes (`ensemble.signing`; not hashed: it signs them)
   .san-search-output            the marker that lets `--overwrite` replace the folder (not
                                 hashed: written after the manifest, just before the rename)
 
@@ -40,10 +40,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from san_search import __version__, zoo_pretrained
-from san_search.attack import ATTACK_FILE, to_json
+from san_search import __version__
+from san_search.atomic import write_atomic
 from san_search.console import Log
-from san_search.ensemble.card import write_card
+from san_search.ensemble.attack import (
+    ATTACK_FILE,
+    Budget,
+    best_single_of,
+    format_attack,
+    log_attack,
+    run_attack,
+    to_json,
+)
+from san_search.ensemble.card import CARD, model_card, write_card
 from san_search.ensemble.orchestration import Selection, advantage_verdict
 from san_search.ensemble.serving import (
     FORMAT,
@@ -52,9 +61,9 @@ from san_search.ensemble.serving import (
     check_policy,
     load_ensemble,
 )
+from san_search.ensemble.signing import SIGNATURE, fingerprint, load_private_key, sign_manifest
 from san_search.errors import EnsembleError
 from san_search.outputs import OutputKind, atomic_folder, check_output, json_file
-from san_search.signing import fingerprint, load_private_key, sign_manifest
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -62,14 +71,14 @@ if TYPE_CHECKING:
     from torch.nn import Module
 
     from san_search.data.store import PreparedDataset
-    from san_search.zoo import Zoo
+    from san_search.zoo.store import Zoo
 
 ONNX_TOLERANCE = 1e-3  # max abs difference allowed between ONNX Runtime and PyTorch
 ONNX_OPSET = 17
 SAMPLE_IMAGES = 16  # val images every ONNX graph is traced and checked on
 VERIFY_IMAGES = 32  # val images the finished folder is verified on
 PREDICTOR_WEIGHTS, PREDICTOR_ONNX = "gender_predictor.safetensors", "gender_predictor.onnx"
-PYFUNC_CODE = Path(__file__).resolve().parents[1] / "pyfunc_model.py"
+PYFUNC_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
 
 
 def sha256_file(path: Path) -> str:
@@ -148,7 +157,7 @@ def write_member(folder: Path, i: int, member: dict[str, Any], feeds: dict[str, 
     """Member `i`'s weights and ONNX graph, the graph checked; its manifest entry and the
     ONNX difference. A member trained for the other colour mode than `ds` is refused."""
     from san_search.errors import CandidateError
-    from san_search.train import check_san_color, load_san
+    from san_search.training.trainer import check_san_color, load_san
 
     try:
         check_san_color(member["checkpoint"], ds)
@@ -207,7 +216,7 @@ def build_manifest(sel: Selection, policy: str, members: list[dict[str, Any]],
                    "parent_run_id": sel.parent_run_id},
         "onnx_check": {k: float(f"{v:.3g}") for k, v in check.items()},
         "versions": _versions(),
-        "licences": zoo_pretrained.licences(zoo),
+        "licences": zoo.licences(),
     }
 
 
@@ -295,7 +304,7 @@ def export_ensemble(sel: Selection, out: str | Path, *, policy: str | None = Non
     `sign`: an Ed25519 private key file (`san-search keys generate`); manifest.json is signed
     with it inside the folder's build, and the signature verified with both backends."""
     from san_search.data import open_dataset
-    from san_search.zoo import open_zoo
+    from san_search.zoo.store import open_zoo
 
     policy = check_policy(policy or sel.policy)
     out = Path(out).absolute()
@@ -353,3 +362,70 @@ def register(folder: str | Path, tracking_uri: str, run_id: str, name: str,
         f"mlflow.pyfunc.load_model({uri!r})")
     return {"name": name, "version": got.version, "alias": alias, "uri": uri,
             "model_uri": got.model_uri}
+
+
+# ------------------------------------------------------------------ the attack, into an export
+
+def refresh_card(folder: Path, result: dict[str, Any], log: Log = print) -> None:
+    """Put the attack into the export's model card: README.md re-rendered with its section,
+    and manifest.json's hashes of README.md and attack.json updated, so the folder still
+    verifies. A signed export is left as it is (a new manifest would need the signer's key):
+    attack.json then lies beside it, unhashed, and the card says nothing of it."""
+    if (folder / SIGNATURE).exists():
+        log(f"note: {folder} is signed; its model card and manifest are left unchanged "
+            f"({ATTACK_FILE} is beside them, outside the signed files)")
+        return
+    manifest = json.loads((folder / MANIFEST).read_text())
+    write_atomic(folder / CARD, model_card(manifest, result))
+    for name in (CARD, ATTACK_FILE):
+        manifest["files"][name] = sha256_file(folder / name)
+    write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2))
+
+
+def attack_export(folder: str | Path, data: str | Path, zoo_dir: str | Path, budget: Budget,
+                  *, mlflow: bool = True, log: Log = print) -> dict[str, Any]:
+    """Attack the export at `folder` with the dataset at `data` and its zoo: attack.json in
+    the folder (atomically), the model card's attack section, and (with `mlflow`) a run
+    nested under the ensemble's MLflow run when the export names one; its server is checked
+    before the attack starts."""
+    from san_search.data import open_dataset
+    from san_search.ensemble.serving import load_ensemble
+    from san_search.zoo.store import open_zoo
+
+    folder = Path(folder).absolute()
+    if not folder.is_dir():
+        raise EnsembleError(f"--ensemble {folder}: no such folder (give the folder that "
+                            "`san-search ensemble export` wrote)")
+    if not (folder / MANIFEST).is_file():
+        raise EnsembleError(f"--ensemble {folder} is not an exported ensemble ({MANIFEST} "
+                            "missing)")
+    loaded = load_ensemble(folder)
+    run = loaded.manifest.get("mlflow", {}) if mlflow else {}
+    if run.get("tracking_uri") and run.get("ensemble_run_id"):
+        from san_search import tracking
+
+        tracking.check_reachable(run["tracking_uri"])  # fail fast, before minutes of training
+    ds = open_dataset(data)
+    side = loaded.image_size
+    if ds.size != side:
+        raise EnsembleError(f"--data {data}: its images are {ds.size}x{ds.size} px, but the "
+                            f"ensemble at {folder} takes {side}x{side}; give the dataset it "
+                            "was made for")
+    if ds.fingerprint != loaded.manifest.get("data_fingerprint"):
+        log(f"note: --data {data} is not the dataset the ensemble was chosen on; its test "
+            "split may hold faces the ensemble trained on")
+    zoo = open_zoo(zoo_dir, expect=ds)
+    result = run_attack(loaded.runtime, best_single_of(loaded.manifest), ds, zoo, budget,
+                        loaded.manifest.get("test", []), log)
+    write_atomic(folder / ATTACK_FILE, to_json(result))
+    log(format_attack(result))
+    refresh_card(folder, result, log)
+    if run.get("tracking_uri") and run.get("ensemble_run_id"):
+        rid = log_attack(result, run["tracking_uri"], run["ensemble_run_id"],
+                         loaded.manifest["search"])
+        log(f"logged to MLflow run {rid} (nested under the ensemble's run)")
+    else:
+        log(("note: the export names no MLflow ensemble run" if mlflow else "--no-mlflow")
+            + f": the attack is in {folder / ATTACK_FILE} only")
+    log(f"written {folder / ATTACK_FILE}")
+    return result

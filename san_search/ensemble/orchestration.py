@@ -20,16 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from san_search import advantage as adv
 from san_search import metric_names as mn
 from san_search.atomic import write_atomic
-from san_search.attack import Budget, format_attack, log_attack, run_attack
 from san_search.console import Log
+from san_search.ensemble.attack import Budget, format_attack, log_attack, run_attack
 from san_search.ensemble.scoring import (
-    ADVANTAGE_MATCHER,
     ENSEMBLE_KIND,
-    METHOD,
-    SIGMA,
     Candidate,
     ValScores,
     assemble_random,
@@ -51,16 +47,24 @@ from san_search.ensemble.selection import (
     set_terms,
     top_k_by_privacy,
 )
+from san_search.ensemble.tables import (
+    ADVANTAGE_MATCHER,
+    METHOD,
+    SIGMA,
+    format_rows,
+    json_plain,
+)
 from san_search.errors import EnsembleError
+from san_search.zoo import advantage as adv
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from san_search.data.store import PreparedDataset
-    from san_search.evaluate import PoolScorer
     from san_search.search.record import SearchRecord
     from san_search.search.space import SearchSpace
-    from san_search.zoo import Zoo
+    from san_search.zoo.pool import PoolScorer
+    from san_search.zoo.store import Zoo
 
 SELECTION_FILE = "selection.json"
 # The val pool metrics each compared set is realised on (`random_<metric>` columns).
@@ -97,7 +101,7 @@ class Selection:
     # the test pool per skin-tone group x gender (`scoring.test_report`'s `groups_out`);
     # empty for a dataset without groups or a selection made before them
     test_groups: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    # the adaptive attacker's result (`san_search.attack`) with `select --attack`; else empty
+    # the adaptive attacker's result (`ensemble.attack`) with `select --attack`; else empty
     attack: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def save(self, folder: Path) -> Path:
@@ -113,39 +117,6 @@ class Selection:
             raise EnsembleError(f"{folder} has no ensemble yet ({path} missing): run "
                                 "`san-search ensemble select` first")
         return cls(**json.loads(path.read_text()))
-
-
-def json_plain(v: Any) -> Any:
-    """`json.dumps` default for numpy scalars and paths."""
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, Path):
-        return str(v)
-    raise TypeError(f"not JSON: {type(v).__name__}")
-
-
-def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], first: str) -> str:
-    """A plain-text table: `first` as the row label, then `columns` (floats to 3 places)."""
-    width = max([len(first), *(len(str(r[first])) for r in rows)])
-
-    def cell(r: dict[str, Any], c: str) -> str:
-        v = r.get(c, "-")
-        if v is None:  # an advantage outside its baseline's range: never a number
-            return OUT_OF_RANGE
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-    # whole names: evaluators share prefixes
-    widths = [max([len(c), 9, *(len(cell(r, c)) for r in rows)]) for c in columns]
-    head = f"{first:<{width}} " + " ".join(f"{c:>{w}}" for c, w in zip(columns, widths,
-                                                                       strict=True))
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        cells = [f"{cell(r, c):>{w}}" for c, w in zip(columns, widths, strict=True)]
-        lines.append(f"{str(r[first]):<{width}} " + " ".join(cells))
-    return "\n".join(lines)
-
-
-OUT_OF_RANGE = "out of range"
 
 
 def format_advantage(rows: Sequence[dict[str, Any]]) -> str:
@@ -234,7 +205,7 @@ def _open_search(search: str, search_dir: str | Path, size: int, log: Log
                             list[Candidate]]:
     """The search folder, record, space, dataset and zoo, and its feasible candidates."""
     from san_search.data import open_dataset
-    from san_search.zoo import open_zoo
+    from san_search.zoo.store import open_zoo
 
     folder = search_folder(search, search_dir)
     record, space, cands = load_candidates(folder, log)
@@ -291,7 +262,7 @@ def _val_table(sc: _Scored, chosen: list[int], size: int, w: Weights, images: np
 
 
 def _member_records(sc: _Scored, chosen: list[int]) -> list[dict[str, Any]]:
-    from san_search.train import load_san
+    from san_search.training.trainer import load_san
 
     members = []
     for i in chosen:
@@ -348,7 +319,7 @@ def format_group_rows(test_groups: Sequence[dict[str, Any]]) -> str:
 def check_test_pool(zoo: Zoo, third_party: bool) -> None:
     """Refuse a test pool without a gender classifier or without a matcher, naming what is
     missing and how to add it (the test report needs one of each)."""
-    from san_search.evaluators import third_party_installed
+    from san_search.zoo.evaluators import third_party_installed
 
     for kind in ("gender", "matcher"):
         if zoo.names(kind, "test") or (third_party and third_party_installed(kind)):
@@ -367,7 +338,7 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
            third_party: bool = True, attack: Budget | None = None, log: Log = print
            ) -> Selection:
     """Choose, compare, test and record an ensemble of `size` members (see the module doc);
-    with `attack`, also run the adaptive attacker on it (`san_search.attack`) under that
+    with `attack`, also run the adaptive attacker on it (`san_search.ensemble.attack`) under that
     budget, print its columns after the test table and log them in a run nested under the
     ensemble's."""
     from san_search.ensemble.serving import check_policy

@@ -26,19 +26,17 @@ from san_search.ensemble.serving import (
     torch_gender,
     torch_member,
 )
+from san_search.ensemble.tables import ADVANTAGE_MATCHER, BASELINE, METHOD, SIGMA
 from san_search.errors import EnsembleError
 
 if TYPE_CHECKING:
     from san_search.data.store import PreparedDataset
-    from san_search.evaluate import Curves, PoolScorer
     from san_search.search.record import SearchRecord
     from san_search.search.space import SearchSpace
-    from san_search.zoo import Zoo
+    from san_search.zoo.pool import Curves, PoolScorer
+    from san_search.zoo.store import Zoo
 
 DISTANCE_IMAGES = 512  # val images the pairwise output distances are measured on
-METHOD = "method"  # a test-table row's label
-SIGMA = "sigma"  # the matched-noise row's strength, its own field (not parsed from the label)
-ADVANTAGE_MATCHER = "headline_matcher"  # the matcher a row's headline advantage is read at
 ENSEMBLE_KIND = "ensemble"  # the KIND_TAG of an ensemble run (not a candidate)
 
 
@@ -107,7 +105,7 @@ def torch_runtime(checkpoints: Sequence[Path], zoo: Zoo, predictor: str,
                   prototypes: dict[str, np.ndarray], policy: str = "random", seed: int = 0
                   ) -> EnsembleRuntime:
     """An ensemble runtime straight from the members' training checkpoints."""
-    from san_search.train import load_san
+    from san_search.training.trainer import load_san
 
     members = [torch_member(load_san(c)[0]) for c in checkpoints]
     return EnsembleRuntime(members, torch_gender(zoo.load(predictor).eval()), prototypes,
@@ -130,8 +128,8 @@ def score_candidates(cands: Sequence[Candidate], ds: PreparedDataset, zoo: Zoo, 
                      log: Log = print) -> tuple[ValScores, PoolScorer]:
     """Every candidate's val-pool score, its privacy per val classifier and the pairwise
     output distances; also returns the val `PoolScorer` for scoring sets later."""
-    from san_search.evaluate import PoolScorer, load_pool
-    from san_search.train import load_san
+    from san_search.training.trainer import load_san
+    from san_search.zoo.pool import PoolScorer, load_pool
 
     gender = torch_gender(zoo.load(predictor).eval())  # loaded once, shared by every candidate
     val = ds.split("val")
@@ -196,7 +194,7 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     """The test pool's verdict: ensemble (random), ensemble (chain), the best single member
     (by val privacy), then Gaussian noise and blur at the random ensemble's utility for the
     headline matcher (dlib's descriptor when present; their rows carry the strength as
-    `sigma`). Every row has its advantage over noise and over blur (`san_search.advantage`:
+    `sigma`). Every row has its advantage over noise and over blur (`san_search.zoo.advantage`:
     per judge and matcher, the headline minimum and the mean over the judges, with bootstrap
     intervals over identities). Returns the table's rows and every method's CMC records
     (`cmc_rows`). When the test split has skin-tone groups, each method's per-group rows
@@ -206,9 +204,9 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     predictor choosing the prototypes. The baselines are swept over strengths on the whole
     test split (bisected where the methods' utilities lie) and cached per pool, split and
     dataset (`evaluate.BaselineSweep`)."""
-    from san_search import advantage as adv
-    from san_search.evaluate import BASELINES, BaselineSweep, PoolScorer, load_pool
     from san_search.images import to_uint8
+    from san_search.zoo import advantage as adv
+    from san_search.zoo.pool import BASELINES, BaselineSweep, PoolScorer, load_pool
 
     test = ds.split("test")
     pool = load_pool(zoo, "test", third_party=third_party)
@@ -252,7 +250,7 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
             log(f"  test pool: {kind} cannot match {head} utility {target:.3f} (out of range)")
             continue
         add(f"{kind} sigma {s:g} (matched {head} utility)",
-            BASELINES[kind](s, seed)(scorer.original), **{SIGMA: s})
+            BASELINES[kind](s, seed)(scorer.original), **{SIGMA: s, BASELINE: kind})
         log(f"  test pool: {kind} at sigma {s:g} scored")
     reports = adv.reports_for(raws, {k: sw.curve() for k, sw in sweeps.items()}, frame,
                               seed=seed, matcher=head)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from san_search.errors import EnsembleError
-from san_search.pareto import front_mask, hypervolume, hypervolume_contributions
+from san_search.search.pareto import front_mask, hypervolume, hypervolume_contributions
 
 EXHAUSTIVE_LIMIT = 20_000
 # The terms of J for one set, as `set_terms` returns them (also table columns and the

@@ -20,7 +20,7 @@ what faces the ensemble takes: (N, S, S) gray or (N, S, S, 3) rgb, and its graph
 (B, C, S, S) with C = 1 or 3 (`san_search.images`).
 
 Loading (`load_ensemble`) first checks the signature of the manifest when a trust key is
-set (`trust=`, or `$SAN_SEARCH_TRUST_KEY`; see `san_search.signing`), over the very bytes it
+set (`trust=`, or `$SAN_SEARCH_TRUST_KEY`; see `ensemble.signing`), over the very bytes it
 then parses, then every file listed in the manifest against its SHA-256 before reading it,
 and refuses a changed or missing one. Only JSON, safetensors and ONNX are read: nothing is
 unpickled. The folder's layout is described in `san_search.ensemble.export`.
@@ -37,15 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from san_search.errors import EnsembleError
-from san_search.images import as_float, channels, color_of, from_nchw, to_nchw, to_uint8
-from san_search.signing import (
+from san_search.ensemble.signing import (
     SignatureCheck,
     Trust,
     check_signature,
     resolve_trust,
     stderr_notice,
 )
+from san_search.errors import EnsembleError
+from san_search.images import as_float, channels, color_of, from_nchw, to_nchw, to_uint8
 
 POLICIES = ("random", "chain")
 BACKENDS = ("torch", "onnx")
@@ -321,7 +321,7 @@ def load_ensemble(folder: str | Path, backend: str = "torch", policy: str | None
     """Verify and load an export folder with the `torch` or `onnx` backend. `trust`: the
     public key (file) the manifest's signature must verify with; None reads
     `$SAN_SEARCH_TRUST_KEY`, and with neither the signature is not checked (see
-    `san_search.signing`). `notice` gets a one-line notice for an unsigned export loaded with
+    `ensemble.signing`). `notice` gets a one-line notice for an unsigned export loaded with
     a trust key, or a signed one loaded without."""
     from safetensors.numpy import load as np_load
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         resume,
         start,
     )
+    from san_search.search.finalize import finalize_trial
     from san_search.search.front import TrialRow, format_table, reference_point, trial_rows
     from san_search.search.record import (
         SEARCH_FILE,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     )
     from san_search.search.sampler import ConstrainedOptunaSearch, DefineByRun, make_sampler
     from san_search.search.space import SearchSpace, load_search_space
-    from san_search.search.trial import finalize_trial, run_trial
+    from san_search.search.trial import run_trial
 
 _HOMES = {
     "TrialContext": "context",
@@ -58,7 +59,8 @@ _HOMES = {
                      "join_storage"), "record"),
     **dict.fromkeys(("ConstrainedOptunaSearch", "DefineByRun", "make_sampler"), "sampler"),
     **dict.fromkeys(("SearchSpace", "load_search_space"), "space"),
-    **dict.fromkeys(("finalize_trial", "run_trial"), "trial"),
+    "finalize_trial": "finalize",
+    "run_trial": "trial",
 }
 
 

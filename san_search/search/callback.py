@@ -15,6 +15,7 @@ from ray.tune.experiment import Trial
 
 from san_search import tracking
 from san_search.search.context import TrialContext
+from san_search.search.finalize import CHECKPOINT_PATH, FINAL_CURVE_TAG, finalize_trial
 from san_search.search.front import (
     format_table,
     front_figure,
@@ -22,7 +23,6 @@ from san_search.search.front import (
     plain,
     trial_rows,
 )
-from san_search.search.trial import CHECKPOINT_PATH, FINAL_CURVE_TAG, finalize_trial
 
 if TYPE_CHECKING:
     from ray import ObjectRef

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from san_search.config import TrainResources
     from san_search.data.store import PreparedDataset
-    from san_search.zoo import Zoo
+    from san_search.zoo.store import Zoo
 
 Overrides = dict[str, dict[str, Any]]  # section -> key -> value
 TRIAL_MEMORY = 64 * 1024 * 1024  # bytes reserved for a trial's driver function
@@ -69,7 +69,7 @@ def bind(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Pat
     """The space checked against the dataset and zoo: (bound space, dataset, zoo)."""
     from san_search.data import open_dataset
     from san_search.data.groups import check_space_groups
-    from san_search.zoo import open_zoo
+    from san_search.zoo.store import open_zoo
 
     space = load_search_space(space_path, overrides)
     ds = open_dataset(data)
@@ -81,7 +81,7 @@ def bind(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Pat
 def check_trial_fits(space: SearchSpace, resources: Mapping[str, float]) -> None:
     """Ray waits forever for resources no node has: refuse before any trial."""
     from san_search.errors import CandidateError
-    from san_search.experiment import check_resources
+    from san_search.training.candidate import check_resources
 
     try:
         check_resources(space.resources, dict(resources))
@@ -143,8 +143,8 @@ def check(space_path: Path, overrides: Mapping[str, Mapping[str, Any]], data: Pa
 
 def _score_baselines(record: SearchRecord) -> Baselines:
     from san_search.data import open_dataset
-    from san_search.evaluate import PoolScorer, baseline_curves, load_pool
-    from san_search.zoo import open_zoo
+    from san_search.zoo.pool import PoolScorer, baseline_curves, load_pool
+    from san_search.zoo.store import open_zoo
 
     ds = open_dataset(record.data)
     z = open_zoo(record.zoo, expect=ds)

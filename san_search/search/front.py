@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from san_search import metric_names as mn
-from san_search.pareto import front_mask, hypervolume, oriented
+from san_search.search.pareto import front_mask, hypervolume, oriented
 from san_search.search.record import Baselines
 from san_search.search.space import SearchSpace
 

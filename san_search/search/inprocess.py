@@ -10,7 +10,7 @@ What makes its fixed cost small:
     the same train/<trial id>/ as a Ray Train run, and reported to Tune with its path as
     Ray Train's report callback does;
   - the final trade-off curve is scored at the end of the trial, by the model in memory on
-    the val pool already loaded (`trial.finalize_trial` with the trainer), instead of by a
+    the val pool already loaded (`finalize.finalize_trial` with the trainer), instead of by a
     Ray task that opens everything again.
 
 What keeps a reused process small: once a trial's trainer is gone, `release_memory` hands the
@@ -42,10 +42,10 @@ if TYPE_CHECKING:
 
     from san_search.config import CandidateConfig
     from san_search.data.store import PreparedDataset
-    from san_search.evaluate import PoolScorer
     from san_search.search.context import TrialContext
-    from san_search.train import EpochHooks, SanTrainer
-    from san_search.zoo import Zoo
+    from san_search.training.trainer import EpochHooks, SanTrainer
+    from san_search.zoo.pool import PoolScorer
+    from san_search.zoo.store import Zoo
 
 Opened = tuple["PreparedDataset", "Zoo", "PoolScorer"]
 # This process's opened dataset, zoo and val scorer: (data, zoo, fingerprint, device) -> them.
@@ -56,8 +56,8 @@ def opened(ctx: TrialContext, device: str) -> Opened:
     """The search's dataset, zoo and val pool scorer, opened once per process."""
     from san_search.data import open_dataset
     from san_search.errors import SearchError
-    from san_search.evaluate import PoolScorer, load_pool
-    from san_search.zoo import open_zoo
+    from san_search.zoo.pool import PoolScorer, load_pool
+    from san_search.zoo.store import open_zoo
 
     key = (ctx.data, ctx.zoo, ctx.data_fingerprint, device)
     if key not in _OPENED:
@@ -75,7 +75,7 @@ def previous(trial_storage: str, cfg: CandidateConfig) -> Report | None:
     """The newest complete checkpoint of this trial (a restarted trial), or None. One left
     by another candidate (a trial the driver died before recording, whose id was handed out
     again) is removed, so that this trial starts afresh instead of from its weights."""
-    from san_search.train import STATE
+    from san_search.training.trainer import STATE
 
     prior = checkpoints.latest(trial_storage)
     if prior is None:
@@ -123,11 +123,11 @@ def _train_here(ctx: TrialContext, cfg: CandidateConfig, trial_id: str, hooks: E
     import ray.tune
     import torch
 
-    from san_search.device import choose_device
     from san_search.errors import NonFiniteLoss
+    from san_search.search.finalize import CHECKPOINT_PATH, finalize_trial, trial_done
     from san_search.search.record import join_storage
-    from san_search.search.trial import CHECKPOINT_PATH, finalize_trial, trial_done
-    from san_search.train import SanTrainer, run_epochs
+    from san_search.training.device import choose_device
+    from san_search.training.trainer import SanTrainer, run_epochs
 
     resources = ctx.space.resources
     storage = join_storage(ctx.storage, "train", trial_id)

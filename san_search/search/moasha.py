@@ -36,7 +36,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.stopper import Stopper
 
 from san_search.atomic import write_atomic
-from san_search.pareto import oriented, preference_order
+from san_search.search.pareto import oriented, preference_order
 
 
 def rungs(grace: int, eta: int, max_t: int) -> list[int]:

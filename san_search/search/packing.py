@@ -35,7 +35,7 @@ from san_search.errors import SearchError
 if TYPE_CHECKING:
     from san_search.config import CandidateConfig
     from san_search.search.space import SearchSpace
-    from san_search.zoo import Zoo
+    from san_search.zoo.store import Zoo
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2

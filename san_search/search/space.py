@@ -43,7 +43,7 @@ from san_search.search.sections import (
 )
 
 if TYPE_CHECKING:
-    from san_search.zoo import Zoo
+    from san_search.zoo.store import Zoo
 
 T = TypeVar("T")
 TOP_KEYS = ("description", "objectives", "constraints", "sampler", "scheduler", "budget",
@@ -158,7 +158,7 @@ class SearchSpace:
         """Resolve `choices: aux` and check every auxiliary name and autoencoder against the
         zoo and the image size; raises ConfigError naming the file and key."""
         from san_search.errors import CandidateError
-        from san_search.train import check_candidate
+        from san_search.training.trainer import check_candidate
 
         params = tuple(self._bind_parameter(p, zoo) for p in self.parameters)
         space = dataclasses.replace(self, parameters=params, bound=True)
@@ -185,7 +185,7 @@ class SearchSpace:
         """The `fixed:` key whose value breaks a candidate that its default would not, as
         "fixed.<key> = <value>"; None when no single fixed key is to blame."""
         from san_search.errors import CandidateError
-        from san_search.train import check_candidate
+        from san_search.training.trainer import check_candidate
 
         first = {p.name: p.values()[0] for p in self.parameters}
         config = {k: (SUBSET_SEP.join(x) if isinstance(x, tuple) else x)

@@ -24,28 +24,19 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-import time
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from san_search import tracking
 from san_search.search.checkpoints import Report
 from san_search.search.context import TrialContext
+from san_search.search.finalize import CHECKPOINT_PATH, trial_done
 from san_search.search.moasha import AskBoard
-from san_search.search.record import fetch_checkpoint, join_storage
-from san_search.train import EpochHooks
+from san_search.search.record import join_storage
+from san_search.training.trainer import EpochHooks
 
 if TYPE_CHECKING:
     from san_search.config import CandidateConfig
-    from san_search.train import SanTrainer
 
-CHECKPOINT_TAG = "san_search.checkpoint"
-STOPPED_EARLY_TAG = "san_search.stopped_early"
-FINAL_CURVE_TAG = "san_search.final_curve"
-FINAL_CURVE_SECONDS = "final_curve_seconds"  # metric: scoring the final curve, in seconds
-CHECKPOINT_PATH = "checkpoint_path"  # the result key where Tune's report callback puts it
 
 
 def in_process(ctx: TrialContext) -> bool:
@@ -60,7 +51,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from san_search.errors import NonFiniteLoss
-    from san_search.train import fit
+    from san_search.training.trainer import fit
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = ctx.space.candidate(config)
@@ -96,13 +87,6 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         raise
 
 
-def trial_done(metrics: Mapping[str, Any], epochs: int) -> bool:
-    """Whether a trial's report is its last: all `epochs` trained, stopped early by MO-ASHA,
-    or a non-finite loss."""
-    return bool(metrics.get("non_finite_loss") or metrics.get("early_stopped")
-                or int(metrics.get("epoch", 0) or 0) >= epochs)
-
-
 def previous_result(storage: str, trial_id: str, cfg: CandidateConfig) -> Report | None:
     """The Ray Train run this trial already has under `storage` (a restarted trial): its
     latest checkpointed report, or None when it has none. A run left there by another
@@ -110,7 +94,7 @@ def previous_result(storage: str, trial_id: str, cfg: CandidateConfig) -> Report
     removed, so that this trial starts afresh instead of from its weights."""
     import ray.train
 
-    from san_search.train import STATE
+    from san_search.training.trainer import STATE
 
     path = join_storage(storage, trial_id)
     try:
@@ -136,60 +120,3 @@ def _remove(path: str) -> None:
         fs.delete_dir(inner)
     else:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def finalize_trial(ctx: TrialContext, trial_id: str, checkpoint: str, epochs: int, *,
-                   trainer: SanTrainer | None = None) -> dict[str, Any]:
-    """Final trade-off curve of a completed trial into its child run: scored by `trainer`
-    (the trial's own process: its model and val pool in memory) or, without it, from the
-    checkpoint (a Ray task the driver starts). Returns {"trial_id", and "final" (the curve's
-    last point), "skipped" or "error"}."""
-    from san_search.experiment import log_candidate_artifacts
-
-    client = tracking.client_for(ctx.tracking_uri)
-    run = tracking.find_child(client, ctx.experiment_id, ctx.parent_run_id, trial_id)
-    if run is None:
-        return {"trial_id": trial_id, "error": "no child run"}
-    run_id = run.info.run_id
-    if run.data.tags.get(tracking.FINALIZED_TAG) == "1":
-        if run.info.status != "FINISHED":  # reopened or marked KILLED after its final curve
-            client.set_terminated(run_id, status="FINISHED")
-        return {"trial_id": trial_id, "skipped": True}
-    if not ctx.space.budget.final_curve:  # per-epoch metrics only (benchmarks, quick looks)
-        client.set_tag(run_id, tracking.EPOCHS_TAG, str(epochs))
-        client.set_tag(run_id, FINAL_CURVE_TAG, "skipped (budget.final_curve: false)")
-        client.set_terminated(run_id, status="FINISHED")
-        return {"trial_id": trial_id, "skipped": True}
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "checkpoint"
-            t0 = time.perf_counter()
-            ev = _final_curve(ctx, checkpoint, local, trainer)
-            client.log_metric(run_id, FINAL_CURVE_SECONDS, time.perf_counter() - t0,
-                              step=epochs)
-            log_candidate_artifacts(ev, local, run.info.run_name,
-                                    tracking_uri=ctx.tracking_uri, run_id=run_id)
-        for k, v in {tracking.EPOCHS_TAG: str(epochs), CHECKPOINT_TAG: checkpoint,
-                     STOPPED_EARLY_TAG: str(epochs < ctx.space.budget.epochs).lower(),
-                     tracking.FINALIZED_TAG: "1"}.items():
-            client.set_tag(run_id, k, v)
-        client.set_terminated(run_id, status="FINISHED")
-    except Exception as exc:
-        tracking.fail_run(client, run_id, f"final evaluation: {type(exc).__name__}: {exc}")
-        return {"trial_id": trial_id, "error": str(exc)}
-    return {"trial_id": trial_id, "final": ev.curve[-1]}
-
-
-def _final_curve(ctx: TrialContext, checkpoint: str, local: Path,
-                 trainer: SanTrainer | None) -> Any:
-    """The trial's `FinalEvaluation`; its weights folder (logged with it) is put at
-    `local`."""
-    from san_search.experiment import evaluate_san, final_evaluation
-
-    if trainer is None:
-        fetch_checkpoint(checkpoint, ctx.storage, local)
-        return final_evaluation(local, ctx.data, ctx.zoo, baselines=ctx.baselines)
-    local.mkdir()
-    trainer.save(local)  # the state of its last checkpoint
-    return evaluate_san(trainer.model, trainer.ds.prototypes, trainer.scorer(),
-                        str(trainer.device), ctx.baselines)

@@ -18,7 +18,7 @@ def _mode(p: Path) -> int:
 
 def test_keys_generate_writes_a_pair_that_signs_and_verifies(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from san_search.signing import fingerprint, load_private_key, load_public_key
+    from san_search.ensemble.signing import fingerprint, load_private_key, load_public_key
 
     old = os.umask(0)  # a permissive umask must not leak into the private key's mode
     try:
@@ -58,8 +58,8 @@ def test_keys_generate_never_replaces_a_key_file(
 
 
 def test_a_private_key_is_refused_as_a_trust_key(tmp_path: Path) -> None:
+    from san_search.ensemble.signing import generate_keys, load_public_key
     from san_search.errors import EnsembleError
-    from san_search.signing import generate_keys, load_public_key
 
     private, _ = generate_keys(tmp_path / "k")
     with pytest.raises(EnsembleError, match=r"trust key .*signing\.key is a private key; pass "

@@ -14,7 +14,7 @@ from san_search.ensemble.orchestration import Selection
 
 def _train_member(data: Path, zoo: Path, folder: Path, width: int, seed: int) -> Path:
     from san_search.config import CandidateConfig
-    from san_search.train import SanTrainer
+    from san_search.training.trainer import SanTrainer
 
     cfg = CandidateConfig(autoencoder="san_conv", depth=1, width=width,
                           aux_gender=("g_aux",), aux_matcher="m_aux", batch_size=16,
@@ -32,7 +32,7 @@ def exported(problem: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
     from san_search.data import open_dataset
     from san_search.ensemble.export import export_ensemble
     from san_search.ensemble.scoring import best_predictor, test_report
-    from san_search.zoo import open_zoo
+    from san_search.zoo.store import open_zoo
 
     data, zoo_dir = problem
     root = tmp_path_factory.mktemp("ensemble")
@@ -43,7 +43,7 @@ def exported(problem: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
     table, cmc = test_report(ckpts, 0, ds, zoo, predictor, seed=0, third_party=False,
                         log=lambda _: None)
     val = {"privacy_mean": 0.3, "utility_mean": 0.7, "ssim": 0.8}
-    from san_search.train import load_san
+    from san_search.training.trainer import load_san
 
     members = [{"name": f"m{i}", "run_id": f"run{i}", "checkpoint": str(c),
                 "config": load_san(c)[1].to_dict(), "val": val}

@@ -1,4 +1,4 @@
-"""The adaptive attacker (`san_search.attack`) on the package's tiny export: what it trains on
+"""The adaptive attacker (`ensemble.attack`) on the package's tiny export: what it trains on
 (never a test identity; perturbed and original images in the stronger variant), fixed seeds,
 the CLI's attack.json, the model card, and bad input."""
 
@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from san_search import attack
-from san_search.attack import ATTACK_FILE, ATTACK_MIN, DATA, INITS, Budget, column
 from san_search.cli import main
 from san_search.data.splits import identity_genders
+from san_search.ensemble import attack
+from san_search.ensemble.attack import ATTACK_FILE, ATTACK_MIN, DATA, INITS, Budget, column
 from san_search.ensemble.orchestration import Selection
 
 TINY = Budget(images=24, epochs=1, lr=2e-3, batch=12, seed=0)
@@ -31,7 +31,7 @@ def _identities(view: Any) -> set[str]:
 def cli_run(exported: tuple[Path, Selection], problem: tuple[Path, Path],
             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`san-search attack` on a copy of the export, every set the attacker trains on kept."""
-    from san_search import zoo as zoo_mod
+    from san_search.zoo import store as zoo_mod
 
     data, zoo_dir = problem
     folder = tmp_path_factory.mktemp("attack") / "export"
@@ -50,14 +50,18 @@ def cli_run(exported: tuple[Path, Selection], problem: tuple[Path, Path],
     return {"rc": rc, "folder": folder, "seen": seen, "data": data}
 
 
-@pytest.mark.slow  # the CLI run: 4 methods x 8 attackers, ~2 min on a shared 2-core machine
-def test_the_attacker_never_trains_on_a_test_identity(cli_run: dict[str, Any]) -> None:
+@pytest.mark.slow  # the CLI run: 4-5 methods x 8 attackers, ~2 min on a shared 2-core machine
+def test_the_attacker_never_trains_on_a_test_identity(cli_run: dict[str, Any],
+                                                     exported: tuple[Path, Selection]) -> None:
     from san_search.data import open_dataset
 
     ds = open_dataset(cli_run["data"])
     train, test = ds.split("train"), ds.split("test")
     seen = cli_run["seen"]
-    assert len(seen) == 4 * 2 * 2 * 2  # methods x attackers x inits x data
+    baselines = [r for r in exported[1].test_table if r.get("sigma") is not None]
+    assert baselines[0]["baseline"] == "noise"  # blur matches only where it reaches as far
+    # methods (3 + the matched baselines) x attackers x inits x data
+    assert len(seen) == (3 + len(baselines)) * 2 * 2 * 2
     test_ids = set(identity_genders(test.identity_index, test.gender))
     for view in seen:
         assert view is not None  # always its own set, never the dataset's train split as is
@@ -78,7 +82,7 @@ def test_the_stronger_variant_trains_on_perturbed_and_original_images(
     originals = np.asarray(train.images[rows])
     plain = [v for v in cli_run["seen"] if v.name == "attack-perturbed"]
     plus = [v for v in cli_run["seen"] if v.name == "attack-plus_originals"]
-    assert len(plain) == len(plus) == 16
+    assert len(plain) == len(plus) == len(cli_run["seen"]) // 2
     for p, q in zip(plain, plus, strict=True):
         assert len(p) == len(rows) and len(q) == 2 * len(rows)
         np.testing.assert_array_equal(q.images[: len(rows)], p.images)  # the perturbed ones
@@ -102,6 +106,11 @@ def test_the_cli_writes_attack_json_with_every_column_and_the_card_shows_it(
     assert result["attackers"][0]["model"] == "g_test"
     labels = [r["method"] for r in result["rows"]]
     assert labels[:3] == METHODS and labels[3].startswith("noise sigma")
+    table = json.loads((folder / "manifest.json").read_text())["test"]
+    baselines = [r for r in table if r.get("sigma") is not None]
+    assert labels[3:] == [r["method"] for r in baselines]
+    # each baseline row is attacked as its own kind (blur as blur, not as noise of its sigma)
+    assert [r.get("baseline") for r in result["rows"]][3:] == [r["baseline"] for r in baselines]
     cols = [column(a["model"], i, d) for a in result["attackers"] for i in INITS for d in DATA]
     assert len(cols) == 8
     for r in result["rows"]:
@@ -122,7 +131,7 @@ def test_fixed_seeds_give_the_same_numbers_twice(exported: tuple[Path, Selection
                                                  problem: tuple[Path, Path]) -> None:
     from san_search.data import open_dataset
     from san_search.ensemble.serving import load_ensemble
-    from san_search.zoo import open_zoo
+    from san_search.zoo.store import open_zoo
 
     data, zoo_dir = problem
     ds = open_dataset(data)

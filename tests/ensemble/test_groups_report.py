@@ -16,7 +16,7 @@ from san_search.data.splits import Pairs
 from san_search.data.store import SplitView
 from san_search.ensemble.card import _card_groups, _card_test_pool
 from san_search.ensemble.orchestration import Selection, format_test_table, selection_metrics
-from san_search.evaluate import Pool, PoolScorer
+from san_search.zoo.pool import Pool, PoolScorer
 
 from .test_orchestration import _selection
 

@@ -68,7 +68,7 @@ def _contents(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("where", ["is", "lies inside", "contains", "is (a symlink to)"])
 def test_perturb_refuses_an_output_that_overlaps_the_input_before_reading_anything(
         where: str, tmp_path: Path) -> None:
-    from san_search.perturb import perturb_files
+    from san_search.ensemble.perturb import perturb_files
 
     src = tmp_path / "photos"
     before = _photos(src)
@@ -125,7 +125,7 @@ def test_perturb_writes_no_png_twice_and_never_through_a_symlink_out_of_output(
         exported: tuple[Path, Selection], tmp_path: Path) -> None:
     from PIL import Image
 
-    from san_search.perturb import perturb_files
+    from san_search.ensemble.perturb import perturb_files
 
     ens, _ = exported
     src = tmp_path / "photos"

@@ -66,7 +66,7 @@ def _peak_rss_mb(*args: str | Path) -> float:
 @pytest.mark.slow
 def test_6000x4000_photos_are_written_in_bounded_memory(
         lfw_framed: Path, lfw_root: Path, tmp_path: Path) -> None:
-    from san_search.perturb import PHOTO_PIXELS
+    from san_search.ensemble.perturb import PHOTO_PIXELS
 
     face = Image.open(next((lfw_root / "lfw-deepfunneled").glob("Aaron_P*/*_0001.jpg")))
     big = Image.new("RGB", (6000, 4000), (90, 110, 130))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from san_search.cli import main
 from san_search.ensemble.orchestration import Selection
-from san_search.perturb import GRAY_NOTE, REPORT
+from san_search.ensemble.perturb import GRAY_NOTE, REPORT
 
 
 def lfw_photos(lfw_root: Path, n: int) -> list[Path]:
@@ -258,7 +258,7 @@ def test_aligned_faces_in_other_modes_keep_their_mode_and_untouched_pixels(
 
 
 def test_feather_mask_and_output_names() -> None:
-    from san_search.photos import feather_mask, output_name
+    from san_search.ensemble.photos import feather_mask, output_name
 
     m = feather_mask(100)
     assert m[50, 50] == 1.0 and m[0, 0] < 1e-3 and m[0, 50] < 0.01

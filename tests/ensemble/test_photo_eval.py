@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from san_search.cli import main
+from san_search.ensemble.photo_eval import FieldFaces, evaluate_photos, field_metrics, photo_subset
 from san_search.errors import EnsembleError
-from san_search.photo_eval import FieldFaces, evaluate_photos, field_metrics, photo_subset
 from tests.conftest import make_lfw_subset
 
 

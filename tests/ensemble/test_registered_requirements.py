@@ -56,7 +56,10 @@ LOADER = textwrap.dedent('''
     class Refuse:
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in blocked:
-                raise ImportError(f"{name} is not among the declared requirements", name=name)
+                # what a package that is not installed raises (torch catches exactly this
+                # one for its optional imports, e.g. colorama)
+                raise ModuleNotFoundError(f"{name} is not among the declared requirements",
+                                          name=name)
             return None
 
     sys.meta_path.insert(0, Refuse())

@@ -58,7 +58,7 @@ def test_round_trip_gives_the_checkpoints_outputs_on_both_backends(
     from san_search.data import open_dataset
     from san_search.ensemble.scoring import torch_runtime
     from san_search.ensemble.serving import load_ensemble
-    from san_search.zoo import open_zoo
+    from san_search.zoo.store import open_zoo
 
     out, sel = exported
     data, zoo_dir = problem
@@ -165,7 +165,8 @@ def _reachable(start: str) -> set[str]:
     return seen
 
 
-@pytest.mark.parametrize("module", ["san_search.perturb", "san_search.pyfunc_model",
+@pytest.mark.parametrize("module", ["san_search.ensemble.perturb",
+                                    "san_search.ensemble.pyfunc_model",
                                     "san_search.ensemble.serving"])
 def test_the_serving_side_never_imports_the_selection_code(module: str) -> None:
     reached = _reachable(module)
@@ -175,7 +176,7 @@ def test_the_serving_side_never_imports_the_selection_code(module: str) -> None:
 
 def test_the_import_walk_sees_imports_inside_functions() -> None:
     # the check above would pass vacuously if it missed lazy imports: export's are lazy too
-    assert "san_search.train" in _reachable("san_search.ensemble.export")
+    assert "san_search.training.trainer" in _reachable("san_search.ensemble.export")
     assert _reachable("san_search.cli") >= CHOOSING
 
 

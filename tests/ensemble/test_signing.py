@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from san_search.ensemble.orchestration import Selection
+from san_search.ensemble.signing import TRUST_ENV
 from san_search.errors import EnsembleError
-from san_search.signing import TRUST_ENV
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def _no_trust_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from san_search.signing import generate_keys
+    from san_search.ensemble.signing import generate_keys
 
     return generate_keys(tmp_path_factory.mktemp("keys") / "k")
 
@@ -80,8 +80,8 @@ def test_cli_signs_the_export_and_perturb_verifies_it(
         signed: Path, keys: tuple[Path, Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     from san_search.cli import main
+    from san_search.ensemble.signing import fingerprint, load_public_key
     from san_search.outputs import MARKER
-    from san_search.signing import fingerprint, load_public_key
 
     public = load_public_key(keys[1])
     record = json.loads((signed / "manifest.sig.json").read_text())
@@ -151,7 +151,7 @@ def test_the_trust_key_can_come_from_the_environment(
 def test_a_signature_by_another_key_is_refused(
         signed: Path, keys: tuple[Path, Path], tmp_path: Path) -> None:
     from san_search.ensemble.serving import load_ensemble
-    from san_search.signing import (
+    from san_search.ensemble.signing import (
         fingerprint,
         generate_keys,
         load_private_key,
@@ -214,7 +214,7 @@ def test_unsigned_with_a_trust_key_loads_with_a_notice_and_signed_without_says_s
         exported: tuple[Path, Selection], signed: Path, keys: tuple[Path, Path],
         tmp_path: Path) -> None:
     from san_search.ensemble.serving import load_ensemble
-    from san_search.signing import fingerprint, load_public_key
+    from san_search.ensemble.signing import fingerprint, load_public_key
 
     unsigned = _copy(exported[0], tmp_path / "unsigned")
     assert not (unsigned / "manifest.sig.json").exists()

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from san_search.evaluators import TorchGender, TorchMatcher, rgb_chips
 from san_search.images import from_nchw, luminance, to_nchw
 from san_search.models import create
 from san_search.models.pretrained.base import Preprocess, PretrainedNet
+from san_search.zoo.evaluators import TorchGender, TorchMatcher, rgb_chips
 
 SIZE = 224
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from san_search.search import load_search_space
-from san_search.zoo import open_zoo
+from san_search.zoo.store import open_zoo
 from tests.search.spaces import SMOKE, write_space
 
 

@@ -12,7 +12,7 @@ from san_search.data import open_dataset
 from san_search.errors import SearchError
 from san_search.search.packing import CUDA_CONTEXT, GIB, check_packing, estimate, plan
 from san_search.search.space import SearchSpace, load_search_space
-from san_search.zoo import Zoo, open_zoo
+from san_search.zoo.store import Zoo, open_zoo
 from tests.search.spaces import SMOKE, write_space
 
 RESOURCES = "resources: {num_workers: 1, cpus_per_worker: 0.5, max_failures: 1}"

@@ -9,7 +9,7 @@ import pytest
 
 from san_search.config import ConfigError
 from san_search.search import load_search_space
-from san_search.zoo import load_spec, open_zoo
+from san_search.zoo.store import load_spec, open_zoo
 from tests.search.spaces import SMOKE, write_space
 
 REPO = Path(__file__).resolve().parents[2]

@@ -36,7 +36,7 @@ def test_final_curve_false_ends_the_child_run_with_per_epoch_metrics_only(
 
 
 def test_trial_done_is_the_last_epoch_an_early_stop_or_a_non_finite_loss() -> None:
-    from san_search.search.trial import trial_done
+    from san_search.search.finalize import trial_done
 
     assert not trial_done({"epoch": 1}, 2)
     assert trial_done({"epoch": 2}, 2)
@@ -163,7 +163,7 @@ def test_the_driver_starts_no_final_curve_task_for_a_trial_that_scored_its_own(
 
     from san_search import tracking
     from san_search.search.callback import SearchCallback
-    from san_search.search.trial import FINAL_CURVE_TAG
+    from san_search.search.finalize import FINAL_CURVE_TAG
 
     client, ctx = _store(tmp_path)
     scored = client.create_run(ctx.experiment_id, tags={
