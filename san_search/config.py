@@ -228,6 +228,7 @@ def load_zoo_spec(path: str | Path,
 
 MATCHER_DISTANCES = ("mse", "cosine")
 GENDER_TARGETS = ("flip", "neutral")  # `losses.san_loss`'s gender_target
+MATCHER_TARGETS = ("mean", "opp")  # `losses.san_loss`'s matcher_target
 # The one spelling of several names in one value (a SAN's auxiliary gender classifiers, a
 # subset parameter): "a+b" in MLflow params, Tune configs, JSON and the model card alike.
 LIST_SEP = "+"
@@ -251,6 +252,15 @@ class CandidateConfig:
     # gender) | neutral (the two genders' score distributions matched, as AUC reads them)
     gender_target: str = "flip"
     same_gender: bool = True  # keep CE(g(out_same), y) in the gender term
+    # which output the matcher term keeps close to f(x): mean (the paper: the mean embedding
+    # of both outputs) | opp (the privacy output, the one that ships; half the matcher's cost)
+    matcher_target: str = "mean"
+    # each epoch draws the two genders equally often (with replacement); LFW's train split is
+    # 76% male. Combines with group_weights (the weights multiply)
+    balance_gender: bool = False
+    # san_conv only: 0 = the output is the combiner's image (the paper); > 0 = the input plus
+    # a change bounded by it, x + residual * tanh(...), clipped to [0, 1]
+    residual: float = 0.0
     w_matcher: float = 1.0  # distance of the outputs' mean embedding to f(x)
     matcher_warmup: int = 1  # epochs before the matcher term is switched on (the paper's warm-up)
     matcher_distance: str = "mse"  # mse (as in the paper) | cosine
@@ -283,6 +293,14 @@ class CandidateConfig:
         if self.gender_target not in GENDER_TARGETS:
             raise ValueError(f"key 'gender_target': {self.gender_target!r} is not one of "
                              f"{', '.join(GENDER_TARGETS)}")
+        if self.matcher_target not in MATCHER_TARGETS:
+            raise ValueError(f"key 'matcher_target': {self.matcher_target!r} is not one of "
+                             f"{', '.join(MATCHER_TARGETS)}")
+        if not 0 <= self.residual <= 1:
+            raise ValueError(f"key 'residual' must be in [0, 1], got {self.residual}")
+        if self.residual and self.autoencoder != "san_conv":
+            raise ValueError(f"key 'residual' is for autoencoder san_conv, not "
+                             f"{self.autoencoder!r}")
         if self.matcher_distance not in MATCHER_DISTANCES:
             raise ValueError(f"key 'matcher_distance': {self.matcher_distance!r} is not one of "
                              f"{', '.join(MATCHER_DISTANCES)}")
@@ -302,7 +320,11 @@ class CandidateConfig:
 
     def autoencoder_kwargs(self) -> dict[str, Any]:
         if self.autoencoder == "san_conv":
-            return {"depth": self.depth, "width": self.width, "skip": self.skip}
+            kwargs: dict[str, Any] = {"depth": self.depth, "width": self.width,
+                                      "skip": self.skip}
+            if self.residual:  # absent when off: older checkpoints and keys stay as they were
+                kwargs["residual"] = self.residual
+            return kwargs
         return {}
 
     def to_dict(self) -> dict[str, Any]:

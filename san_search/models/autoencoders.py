@@ -42,8 +42,13 @@ class SanAutoencoder(nn.Module):
         image_size: int | None = None,
         channels: int = 1,
         name: str = "san",
+        residual: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= residual <= 1:
+            raise ValueError(f"{name}: residual must be in [0, 1], got {residual}")
+        # 0: the output is the combiner's image (sigmoid); > 0: x + residual * tanh(...)
+        self.residual = float(residual)
         if len(enc_channels) != len(dec_channels):
             raise ValueError("encoder and decoder need the same number of levels")
         self.depth = len(enc_channels)
@@ -98,17 +103,20 @@ class SanAutoencoder(nn.Module):
                 h = self.up(block(h))
         return h  # (B, C, H, W)
 
-    def combine(self, feats: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
+    def combine(self, feats: torch.Tensor, proto: torch.Tensor, x: torch.Tensor
+                ) -> torch.Tensor:
         mask: torch.Tensor = self.combiner_mask  # type: ignore[assignment]
         weight = self.combiner.weight * mask
-        return torch.sigmoid(F.conv2d(torch.cat([feats, proto], dim=1), weight,
-                                      self.combiner.bias))
+        z = F.conv2d(torch.cat([feats, proto], dim=1), weight, self.combiner.bias)
+        if self.residual:
+            return torch.clamp(x + self.residual * torch.tanh(z), 0.0, 1.0)
+        return torch.sigmoid(z)
 
     def forward(
         self, x: torch.Tensor, proto_same: torch.Tensor, proto_opp: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.decode(x, proto_same)
-        return self.combine(feats, proto_same), self.combine(feats, proto_opp)
+        return self.combine(feats, proto_same, x), self.combine(feats, proto_opp, x)
 
 
 @register("autoencoder")
@@ -122,11 +130,12 @@ def san_paper(image_size: int | None = None, channels: int = 1) -> SanAutoencode
 @register("autoencoder")
 def san_conv(
     depth: int = 2, width: int = 16, skip: bool = False, image_size: int | None = None,
-    channels: int = 1,
+    channels: int = 1, residual: float = 0.0,
 ) -> SanAutoencoder:
     """Configurable SAN: `depth` levels (1-5); encoder widths width*2^i (capped at 8*width),
     decoder the mirror image in U-Net order (upsample, then convolve at full resolution);
-    `skip` adds U-Net connections from the encoder (sharper reconstructions)."""
+    `skip` adds U-Net connections from the encoder (sharper reconstructions); `residual` > 0
+    makes each output the input plus a change bounded by it (x + residual * tanh(...))."""
     if not 1 <= depth <= 5:
         raise ImageSizeError(f"san_conv depth must be 1 to 5, got {depth}")
     if width < 1:
@@ -134,4 +143,4 @@ def san_conv(
     enc = tuple(min(width * 2**i, width * 8) for i in range(depth))
     dec = tuple(reversed(enc))
     return SanAutoencoder(enc, dec, skip=skip, up_first=True, image_size=image_size,
-                          channels=channels, name="san_conv")
+                          channels=channels, name="san_conv", residual=residual)

@@ -76,6 +76,7 @@ def san_loss(
     matcher_fraction: float = 1.0,
     gender_target: str = "flip",
     same_gender: bool = True,
+    matcher_target: str = "mean",
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss and its terms. `y` is the true gender (1 = male); `matcher` None = warm-up."""
     if gender_target not in GENDER_TARGETS:
@@ -97,8 +98,13 @@ def san_loss(
         k = max(1, math.ceil(matcher_fraction * x.shape[0]))
         with torch.no_grad():
             target = matcher(x[:k])
-        mean_emb = (matcher(out_same[:k]) + matcher(out_opp[:k])) / 2
-        m = matcher_distance(mean_emb, target, distance)
+        if matcher_target == "opp":  # the output that ships
+            emb = matcher(out_opp[:k])
+        elif matcher_target == "mean":
+            emb = (matcher(out_same[:k]) + matcher(out_opp[:k])) / 2
+        else:
+            raise ValueError(f"unknown matcher target {matcher_target!r}; choose mean or opp")
+        m = matcher_distance(emb, target, distance)
         total = total + w_matcher * m
         terms["loss_matcher"] = m.item()
     terms["loss"] = total.item()

@@ -76,6 +76,18 @@ def check_candidate(cfg: CandidateConfig, zoo: Zoo, image_size: int, channels: i
         raise CandidateError(str(exc)) from None
 
 
+def balanced(gender: np.ndarray, p: np.ndarray | None = None) -> np.ndarray:
+    """Row probabilities under which the two genders are drawn equally often: each row
+    weighs 1 / (its gender's count), times `p` (the group weights' probabilities) when given,
+    normalised. A shard with one gender keeps its rows' shares."""
+    g = np.asarray(gender).astype(bool)
+    n_male, n_female = int(g.sum()), int((~g).sum())
+    w = np.where(g, 1.0 / max(n_male, 1), 1.0 / max(n_female, 1))
+    if p is not None:
+        w = w * np.asarray(p, dtype=np.float64)
+    return w / w.sum()
+
+
 def _frozen(model: nn.Module, device: torch.device, cfg: CandidateConfig) -> nn.Module:
     model = place(model, device, cfg).eval()
     for p in model.parameters():
@@ -126,6 +138,8 @@ class SanTrainer:
         self.shard = self.ds.split("train").shard(rank, world_size)
         # group oversampling (`group_weights`): each row's probability; None = shuffled epochs
         self.sample_p = sampling_for(cfg.group_weights, self.ds, self.shard.group)
+        if cfg.balance_gender:
+            self.sample_p = balanced(self.shard.gender, self.sample_p)
         self.model = place(create("autoencoder", cfg.autoencoder, image_size=self.ds.size,
                                   channels=self.ds.channels, **cfg.autoencoder_kwargs()),
                            self.device, cfg)
@@ -156,7 +170,8 @@ class SanTrainer:
                 w_gender=self.cfg.w_gender, w_matcher=self.cfg.w_matcher,
                 distance=self.cfg.matcher_distance,
                 matcher_fraction=self.cfg.matcher_fraction,
-                gender_target=self.cfg.gender_target, same_gender=self.cfg.same_gender)
+                gender_target=self.cfg.gender_target, same_gender=self.cfg.same_gender,
+                matcher_target=self.cfg.matcher_target)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {self.epoch + 1}: "
                                      "lower lr or the loss weights")
@@ -167,8 +182,9 @@ class SanTrainer:
 
     def train_epoch(self) -> dict[str, float]:
         """One epoch over this worker's shard (or a seeded sample); mean loss terms. With
-        `group_weights`, the epoch's images are drawn with replacement, each row with its
-        group's share (`sample_p`), so a small group is seen more often."""
+        `group_weights` or `balance_gender`, the epoch's images are drawn with replacement,
+        each row with its share (`sample_p`), so a small group or gender is seen more
+        often."""
         self.net.train()
         n = len(self.shard)
         per_epoch = min(self.cfg.images_per_epoch or n, n)

@@ -124,3 +124,21 @@ def test_a_candidate_refuses_an_unknown_gender_target_naming_the_key() -> None:
     with pytest.raises(ValueError, match="key 'gender_target': 'opposite' is not one of "
                                          "flip, neutral"):
         CandidateConfig(gender_target="opposite")
+
+
+def test_the_matcher_term_can_keep_the_shipped_output_alone() -> None:
+    x = torch.full((2, 1, 4, 4), 0.5)
+    out_same = torch.full((2, 1, 4, 4), 0.7)
+    out_opp = torch.full((2, 1, 4, 4), 0.1)
+    y = torch.tensor([1, 0])
+    g = _Fixed([0.0, 0.0])  # the gender term is weighted 0 here
+    # _Mean embeds an image as its mean: f(x) = 0.5, f(out_same) = 0.7, f(out_opp) = 0.1
+    _, mean = san_loss(x, y, out_same, out_opp, [g], _Mean(), w_rec=0, w_gender=0,
+                       w_matcher=1.0, distance="mse")
+    assert mean["loss_matcher"] == pytest.approx((0.4 - 0.5) ** 2)  # the paper's mean: 0.4
+    _, opp = san_loss(x, y, out_same, out_opp, [g], _Mean(), w_rec=0, w_gender=0,
+                      w_matcher=1.0, distance="mse", matcher_target="opp")
+    assert opp["loss_matcher"] == pytest.approx((0.1 - 0.5) ** 2)
+    with pytest.raises(ValueError, match="unknown matcher target 'same'"):
+        san_loss(x, y, out_same, out_opp, [g], _Mean(), w_rec=0, w_gender=0, w_matcher=1.0,
+                 matcher_target="same")

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -121,3 +122,49 @@ def test_ray_train_two_workers_checkpoints_resume_and_mlflow(
         ray.shutdown()
     assert os.environ.get("SAN_SEARCH_FAIL_AFTER_EPOCH") is None
     assert open_zoo(zoo).names("gender", "aux") == ["g_aux", "g_aux2"]
+
+
+def test_balanced_draws_each_gender_equally_often_and_keeps_group_weights() -> None:
+    from san_search.training.trainer import balanced
+
+    gender = np.array([1] * 76 + [0] * 24)  # LFW's train split is about 76% male
+    p = balanced(gender)
+    assert p.sum() == pytest.approx(1.0)
+    assert p[gender == 1].sum() == pytest.approx(0.5)
+    assert p[gender == 0].sum() == pytest.approx(0.5)
+    draws = np.random.default_rng(0).choice(len(gender), size=20000, p=p)
+    assert abs(gender[draws].mean() - 0.5) < 0.02
+    # with group weights: within a gender the weights keep their ratio
+    weights = np.where(np.arange(100) % 2 == 0, 3.0, 1.0)
+    q = balanced(gender, weights / weights.sum())
+    assert q[0] / q[1] == pytest.approx(3.0)  # two men, weights 3 and 1
+    assert balanced(np.ones(5, int)) == pytest.approx(np.full(5, 0.2))  # one gender only
+
+
+def test_a_residual_autoencoder_changes_its_input_by_at_most_its_bound() -> None:
+    from san_search.models import create
+
+    torch.manual_seed(0)
+    model = create("autoencoder", "san_conv", depth=1, width=4, image_size=16, residual=0.1)
+    x = torch.rand(3, 1, 16, 16)
+    proto = torch.rand(1, 1, 16, 16).expand(3, 1, 16, 16)
+    with torch.no_grad():
+        same, opp = model(x, proto, 1 - proto)
+    assert float((opp - x).abs().max()) <= 0.1 + 1e-6
+    assert float((same - x).abs().max()) <= 0.1 + 1e-6
+    assert float((opp - same).abs().max()) > 0  # the prototype still steers the change
+    plain = create("autoencoder", "san_conv", depth=1, width=4, image_size=16)
+    assert plain.residual == 0.0  # off by default: the paper's reconstruction
+
+
+def test_a_candidate_checks_the_new_levers_naming_the_key() -> None:
+    from san_search.config import CandidateConfig
+
+    assert CandidateConfig().autoencoder_kwargs() == {"depth": 2, "width": 16, "skip": False}
+    assert CandidateConfig(residual=0.2).autoencoder_kwargs()["residual"] == 0.2
+    with pytest.raises(ValueError, match="key 'matcher_target': 'both' is not one of mean, opp"):
+        CandidateConfig(matcher_target="both")
+    with pytest.raises(ValueError, match=r"key 'residual' must be in \[0, 1\], got 2"):
+        CandidateConfig(residual=2)
+    with pytest.raises(ValueError, match="key 'residual' is for autoencoder san_conv"):
+        CandidateConfig(autoencoder="san_paper", residual=0.1)
