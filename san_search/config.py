@@ -8,14 +8,13 @@ build on it.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from san_search.errors import ConfigError, ZooError
+from san_search.errors import ConfigError, ZooError, did_you_mean
 
 T = TypeVar("T")
 
@@ -92,11 +91,8 @@ def load_dataclass(cls: type[T], data: Any, where: str) -> T:
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(str(key), fields, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(
-            f"{where}: unknown key '{key}'{hint} (allowed: {', '.join(sorted(fields))})"
-        )
+        raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, fields)} "
+                          f"(allowed: {', '.join(sorted(fields))})")
     kwargs = {k: coerce(v, hints[k], f"{where}: key '{k}'") for k, v in data.items()}
     missing = [
         n for n, f in fields.items()

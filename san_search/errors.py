@@ -2,6 +2,11 @@
 fix it. The CLI prints any `SanSearchError` as ``error: <message>`` and exits with status 2;
 anything else is a bug and keeps its traceback."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
 
 class SanSearchError(Exception):
     """Base for every error caused by the user's input or environment."""
@@ -56,3 +61,13 @@ class LaunchError(SanSearchError):
 
 class DemoError(SanSearchError):
     """The demo cannot run as asked."""
+
+
+def did_you_mean(name: str, allowed: Iterable[str], *, n: int = 1, cutoff: float = 0.6) -> str:
+    """"; did you mean 'x'?" for the allowed name closest to `name` (with `n` > 1: the
+    closest few, listed), or "" when none is close: the hint every unknown-name error ends
+    with."""
+    close = difflib.get_close_matches(str(name), list(allowed), n=n, cutoff=cutoff)
+    if not close:
+        return ""
+    return f"; did you mean '{close[0]}'?" if n == 1 else f"; did you mean {', '.join(close)}?"

@@ -136,3 +136,24 @@ def test_resources_live_apart_from_the_candidate(tmp_path: Path) -> None:
     old = {**CandidateConfig().to_dict(), "num_workers": 2, "use_gpu": False,
            "cpus_per_worker": 1.0, "gpus_per_worker": 1.0}
     assert CandidateConfig.from_dict(old, "trainer.json") == CandidateConfig()
+
+
+def test_did_you_mean_names_the_closest_allowed_name_or_nothing() -> None:
+    from san_search.errors import did_you_mean
+
+    assert did_you_mean("epoch", ["epochs", "lr"]) == "; did you mean 'epochs'?"
+    assert did_you_mean("zzz", ["epochs", "lr"]) == ""
+    assert did_you_mean("resnet10", ["resnet10t", "resnet18", "vit"], n=3, cutoff=0.4) == (
+        "; did you mean resnet10t, resnet18?")
+
+
+def test_a_checkpoint_continues_only_its_own_candidate() -> None:
+    import json
+
+    from san_search.config import CandidateConfig
+    from san_search.search.checkpoints import same_candidate
+
+    cfg = CandidateConfig(width=8)
+    saved = json.loads(json.dumps(cfg.to_dict()))  # as the state file holds it
+    assert same_candidate(saved, cfg)
+    assert not same_candidate(saved, CandidateConfig(width=16))

@@ -11,13 +11,12 @@ answered with the closest registered ones.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import nn
 
-from san_search.errors import UnknownModelError
+from san_search.errors import UnknownModelError, did_you_mean
 
 KINDS = ("autoencoder", "gender", "matcher")
 _REGISTRY: dict[str, dict[str, Callable[..., nn.Module]]] = {k: {} for k in KINDS}
@@ -54,8 +53,7 @@ def builder(kind: str, name: str) -> Callable[..., nn.Module]:
     closest registered ones (UnknownModelError)."""
     _check_kind(kind)
     if name not in _REGISTRY[kind]:
-        close = difflib.get_close_matches(name, _REGISTRY[kind], n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, _REGISTRY[kind], n=3, cutoff=0.4)
         known = ", ".join(sorted(_REGISTRY[kind]))
         raise UnknownModelError(f"unknown {kind} model {name!r}{hint} (registered: {known})")
     return _REGISTRY[kind][name]

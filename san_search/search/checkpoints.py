@@ -17,9 +17,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from san_search.atomic import write_atomic
+
+if TYPE_CHECKING:
+    from san_search.config import CandidateConfig
 
 REPORT = "report.json"
 PREFIX = "epoch_"
@@ -117,3 +120,10 @@ def remove(trial_storage: str) -> None:
     fs, root = _fs(trial_storage)
     for folder in _folders(fs, root):
         fs.delete_dir(folder)
+
+
+def same_candidate(saved: Any, cfg: CandidateConfig) -> bool:
+    """Whether a checkpoint's saved config (its state file's `config`) is `cfg`: a restarted
+    trial continues only from its own candidate's weights, never from those of another
+    candidate that was handed the same trial id."""
+    return bool(saved == json.loads(json.dumps(cfg.to_dict())))

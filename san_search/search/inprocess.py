@@ -81,7 +81,7 @@ def previous(trial_storage: str, cfg: CandidateConfig) -> Report | None:
     if prior is None:
         return None
     saved = json.loads(checkpoints.read_file(trial_storage, prior.checkpoint, STATE))["config"]
-    if saved != json.loads(json.dumps(cfg.to_dict())):
+    if not checkpoints.same_candidate(saved, cfg):
         checkpoints.remove(trial_storage)
         return None
     return prior

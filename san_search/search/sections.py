@@ -6,13 +6,13 @@ raises ValueError; `config.load_dataclass` prefixes it with the file and the sec
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import itertools
 from dataclasses import dataclass
 from typing import Any
 
 from san_search.config import LIST_SEP, RESOURCE_KEYS, CandidateConfig
+from san_search.errors import did_you_mean
 from san_search.metric_names import TRIAL_METRICS
 
 PARAM_TYPES = ("float", "log_float", "int", "categorical", "subset")
@@ -39,11 +39,6 @@ def candidate_fields() -> dict[str, str]:
     return {f.name: str(f.type) for f in dataclasses.fields(CandidateConfig)}
 
 
-def _hint(name: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(name, allowed, n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 @dataclass(frozen=True)
 class Parameter:
     """One searched candidate setting. `when` (checked against the parameters above it by
@@ -64,7 +59,7 @@ class Parameter:
         if self.name in MANAGED:
             raise ValueError(f"'{self.name}' is set by {MANAGED[self.name]}, not searched")
         if self.name not in fields:
-            raise ValueError(f"not a candidate setting{_hint(self.name, list(fields))} "
+            raise ValueError(f"not a candidate setting{did_you_mean(self.name, list(fields))} "
                              f"(searchable: {', '.join(fields)})")
         if self.type not in PARAM_TYPES:
             raise ValueError(f"key 'type': {self.type!r} is not one of {', '.join(PARAM_TYPES)}")
@@ -214,7 +209,7 @@ class SamplerSpec:
         for key in self.options or {}:
             if key not in accepted:
                 raise ValueError(f"options: {SAMPLERS[self.name]} has no argument "
-                                 f"'{key}'{_hint(str(key), accepted)}")
+                                 f"'{key}'{did_you_mean(str(key), accepted)}")
 
     def sampler_class(self) -> Any:
         import optuna

@@ -13,7 +13,6 @@ autoencoders that fit the image size); `SearchSpace.candidate` turns a trial's c
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from san_search.config import (
     load_dataclass,
     read_yaml,
 )
+from san_search.errors import did_you_mean
 from san_search.metric_names import DEFAULT_OBJECTIVES
 from san_search.search.sections import (
     AUX_POOL,
@@ -263,10 +263,8 @@ def _fixed_kwargs(fixed: Mapping[str, Any]) -> dict[str, Any]:
 def _unknown(where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     for key in data:
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: unknown key '{key}'{hint} (allowed: "
-                              f"{', '.join(allowed)})")
+            raise ConfigError(f"{where}: unknown key '{key}'{did_you_mean(key, allowed)} "
+                              f"(allowed: {', '.join(allowed)})")
 
 
 def _entries(cls: type[T], raw: Any, where: str, example: str) -> tuple[T, ...]:

@@ -27,7 +27,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from san_search import tracking
-from san_search.search.checkpoints import Report
+from san_search.search.checkpoints import Report, same_candidate
 from san_search.search.context import TrialContext
 from san_search.search.finalize import CHECKPOINT_PATH, trial_done
 from san_search.search.moasha import AskBoard
@@ -106,7 +106,7 @@ def previous_result(storage: str, trial_id: str, cfg: CandidateConfig) -> Report
         return None
     with ckpt.filesystem.open_input_stream(f"{ckpt.path}/{STATE}") as f:
         saved = json.loads(f.read())["config"]
-    if saved != json.loads(json.dumps(cfg.to_dict())):
+    if not same_candidate(saved, cfg):
         _remove(path)
         return None
     return Report(dict(result.metrics), str(ckpt.path))
