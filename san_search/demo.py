@@ -134,11 +134,7 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     t0 = time.perf_counter()
     out = Path(out).absolute()
     space = demo_space()
-    if data is not None and not (Path(data) / "dataset.json").is_file():
-        raise DemoError(f"--data {data}: not a prepared dataset (no dataset.json); make one "
-                        "with `san-search data prepare`")
-    if trials is not None and trials < 2:
-        raise DemoError(f"--trials must be at least 2, got {trials}")
+    _check_demo_args(data, trials)
     out.mkdir(parents=True, exist_ok=True)
     name = time.strftime("demo-%Y%m%d-%H%M%S")
     uri, server = resolve_tracking(tracking_uri, out / "mlflow", log)
@@ -153,16 +149,9 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     train_zoo(load_spec(DEMO_ZOO), data, zoo_dir, log=log)
 
     _step(log, 3, f"search ({space.name})", t0)
-    overrides: dict[str, dict[str, Any]] = {}
-    if trials is not None:
-        overrides["budget"] = {"trials": trials}
-    gpus = _gpus(gpus_per_trial)
-    if gpus:
-        overrides["resources"] = {"use_gpu": True, "gpus_per_worker": gpus}
-        log(f"GPU trials: {gpus} GPU per Train worker")
     summary = search.start(space, data, zoo_dir, out=out / "search", name=name,
                            tracking_uri=uri, experiment="san-search-demo",
-                           overrides=overrides, log=log)
+                           overrides=_overrides(trials, gpus_per_trial, log), log=log)
     rows = summary["rows"]
     feasible = [r for r in rows if r.get("feasible")]
     if not feasible:
@@ -182,16 +171,37 @@ def run_demo(out: str | Path = "runs/demo", *, data: str | Path | None = None,
     originals = write_samples(data, samples / "originals")
     rep = perturb_files(export_dir, samples / "originals", samples / "perturbed", progress=log,
                        crops_only=True)
-    wall = time.perf_counter() - t0
     result = {"name": name, "tracking_uri": uri, "server": server, "data": str(data),
               "zoo": str(zoo_dir), "search": summary, "selection": sel,
               "export": str(export_dir), "registered": reg, "samples": str(samples),
-              "perturbed": len(rep.written), "originals": len(originals), "seconds": wall,
-              "images_per_s": _throughput(rows)}
+              "perturbed": len(rep.written), "originals": len(originals),
+              "seconds": time.perf_counter() - t0, "images_per_s": _throughput(rows)}
     text = format_summary(result)
     (out / f"{name}-summary.txt").write_text(text + "\n")
     log("\n" + text)
     return result
+
+
+def _check_demo_args(data: str | Path | None, trials: int | None) -> None:
+    """Refuse a --data that is not a prepared dataset and a --trials below 2, up front."""
+    if data is not None and not (Path(data) / "dataset.json").is_file():
+        raise DemoError(f"--data {data}: not a prepared dataset (no dataset.json); make one "
+                        "with `san-search data prepare`")
+    if trials is not None and trials < 2:
+        raise DemoError(f"--trials must be at least 2, got {trials}")
+
+
+def _overrides(trials: int | None, gpus_per_trial: float | None, log: Log
+               ) -> dict[str, dict[str, Any]]:
+    """The demo space's overrides: the trial budget and GPU trials when a GPU is visible."""
+    overrides: dict[str, dict[str, Any]] = {}
+    if trials is not None:
+        overrides["budget"] = {"trials": trials}
+    gpus = _gpus(gpus_per_trial)
+    if gpus:
+        overrides["resources"] = {"use_gpu": True, "gpus_per_worker": gpus}
+        log(f"GPU trials: {gpus} GPU per Train worker")
+    return overrides
 
 
 def _gpus(gpus_per_trial: float | None) -> float:

@@ -90,3 +90,14 @@ def test_the_circle_finder_finds_a_planted_circle() -> None:
 def test_the_top_level_keeps_about_a_dozen_modules(limit: int) -> None:
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(top) <= limit, top
+
+
+def test_no_function_is_longer_than_sixty_lines() -> None:
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > 60:
+                    long.append(f"{_module(path)}.{node.name}: {lines} lines")
+    assert not long, long

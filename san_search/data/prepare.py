@@ -18,7 +18,7 @@ import numpy as np
 
 from san_search import __version__
 from san_search.data.groups import GROUPS, group_sizes, identity_groups
-from san_search.data.ingest import DEFAULT_CROP, FORMATS, Record, Rejection, list_records
+from san_search.data.ingest import DEFAULT_CROP, FORMATS, Listing, Record, Rejection, list_records
 from san_search.data.preprocess import Settings, decode_many
 from san_search.data.splits import SPLITS, cap_per_identity, make_pairs, split_identities
 from san_search.data.store import (
@@ -190,11 +190,9 @@ def prepare(
     overwrite: bool = False,
     progress: Progress = stderr_progress,
 ) -> dict[str, Any]:
-    """Prepare a dataset from raw images. Returns the written dataset.json content.
-
-    Every check that needs no decoding (format, size, output folder, labels, genders,
-    identities with 2+ images) runs before the first image is decoded.
-    """
+    """Prepare a dataset from raw images; returns the written dataset.json content. Every
+    check that needs no decoding (format, size, output folder, labels, genders, identities
+    with 2+ images) runs before the first image is decoded."""
     options = options or BuildOptions()
     crop = _check_settings(fmt, size, crop, max_per_identity)
     if color not in COLORS:
@@ -203,23 +201,7 @@ def prepare(
     check_output(out, overwrite)
     root = Path(root).absolute()
     t0 = time.perf_counter()
-    listing = list_records(fmt, root)
-    if not listing.records:
-        raise DataError(
-            f"no labelled images found under {root} ({len(listing.rejected)} rejected; "
-            f"first: {listing.rejected[0].source}: {listing.rejected[0].reason})"
-            if listing.rejected
-            else f"no images found under {root}"
-        )
-    records = listing.records
-    names = np.array([r.identity for r in records])
-    _, ident = np.unique(names, return_inverse=True)
-    keep = cap_per_identity(ident, max_per_identity, options.seed)
-    records = [records[i] for i in keep]
-    # Fail fast on label problems, before the expensive decode.
-    split_identities(
-        ident[keep], np.array([r.gender for r in records], np.int8), options.fractions, options.seed
-    )
+    listing, records, names = _listed(fmt, root, max_per_identity, options)
     progress(
         f"found {len(listing.records)} labelled images of {len(set(names))} identities "
         f"({len(listing.rejected)} rejected, {listing.duplicates} duplicate rows dropped); "
@@ -252,6 +234,29 @@ def prepare(
         groups=_groups([records[i] for i in kept], ita[kept]),
     )
     return info
+
+
+def _listed(fmt: str, root: Path, max_per_identity: int, options: BuildOptions
+            ) -> tuple[Listing, list[Record], np.ndarray]:
+    """The listing of `root`, the records kept (at most `max_per_identity` per person,
+    seeded) and every listed record's identity; refuses an empty listing, and any label
+    problem that would fail the split, before the expensive decode."""
+    listing = list_records(fmt, root)
+    if not listing.records:
+        raise DataError(
+            f"no labelled images found under {root} ({len(listing.rejected)} rejected; "
+            f"first: {listing.rejected[0].source}: {listing.rejected[0].reason})"
+            if listing.rejected
+            else f"no images found under {root}"
+        )
+    names = np.array([r.identity for r in listing.records])
+    _, ident = np.unique(names, return_inverse=True)
+    keep = cap_per_identity(ident, max_per_identity, options.seed)
+    records = [listing.records[i] for i in keep]
+    split_identities(
+        ident[keep], np.array([r.gender for r in records], np.int8), options.fractions, options.seed
+    )
+    return listing, records, names
 
 
 def _groups(records: list[Record], ita: np.ndarray) -> GroupColumns:

@@ -92,8 +92,13 @@ def split_identities(
                     assignment[ident] = "test"
                 else:
                     assignment[ident] = "train"
-    # Small sets: rounding can leave a split short of pair-forming identities; move some over
-    # from the largest split, deterministically.
+    _top_up(assignment, multi, rng)
+    return assignment
+
+
+def _top_up(assignment: dict[int, str], multi: list[int], rng: np.random.Generator) -> None:
+    """Small sets: rounding can leave a split short of pair-forming identities (`multi`);
+    move some over from the splits that have more than enough, deterministically."""
     for split in SPLITS:
         have = [i for i in multi if assignment[i] == split]
         while len(have) < MIN_PAIR_IDENTITIES:
@@ -105,7 +110,6 @@ def split_identities(
             moved = donors[int(rng.integers(len(donors)))]
             assignment[moved] = split
             have.append(moved)
-    return assignment
 
 
 def make_pairs(identity: np.ndarray, n_pairs: int, seed: int) -> Pairs:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,39 @@ def _soft(d: np.ndarray, sharp: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(np.clip((d - 1.0) * sharp, -30, 30)))
 
 
+def _features(img: np.ndarray, p: dict[str, np.ndarray], col: Callable[[Any], np.ndarray],
+              r: Callable[[float, float], np.ndarray], fx: np.ndarray, y: np.ndarray,
+              face: np.ndarray, sharp: float) -> np.ndarray:
+    """Eyes, brows, nose and mouth drawn onto `img` inside the `face` mask (in `render`'s
+    coordinates; `r` draws per-image values, in the same order as ever)."""
+    # Eyes (openness varies per image) and brows.
+    open_ = r(0.55, 1.15)
+    ey, es = col(p["eye_y"]), col(p["eye_sep"])
+    for side in (-1.0, 1.0):
+        eye = _soft(np.sqrt(((fx - side * es) / col(p["eye_w"])) ** 2
+                            + ((y - ey) / (col(p["eye_h"]) * open_)) ** 2), sharp)
+        img = img - 0.38 * eye * face
+        by = ey - col(p["brow_gap"]) + 0.02 * side * r(-1, 1)
+        brow = _soft(np.maximum(np.abs(fx - side * es) / col(p["brow_len"]),
+                                np.abs(y - by) / col(p["brow_t"])), sharp)
+        img = img - col(p["brow_d"]) * brow * face
+    # Nose: a shaded ridge and two nostrils.
+    ny, nw = col(p["nose_y"]), col(p["nose_w"])
+    ridge = _soft(np.maximum(np.abs(fx - 0.3 * nw) / (0.25 * nw), np.abs(y - (ey + ny) / 2)
+                             / (np.abs(ny - ey) / 2 + 1e-3)), sharp)
+    img = img - 0.08 * ridge * face
+    for side in (-1.0, 1.0):
+        img = img - 0.22 * _soft(np.sqrt(((fx - side * 0.5 * nw) / (0.3 * nw)) ** 2
+                                         + ((y - ny) / 0.025) ** 2), sharp) * face
+    # Mouth: lip contrast is a gender cue; smile bends it, opening varies per image.
+    smile = r(-0.6, 1.2)
+    my = col(p["mouth_y"]) - smile * 0.15 * (fx / col(p["mouth_w"])) ** 2 * col(p["mouth_w"])
+    mouth_h = 0.03 + r(0.0, 0.03)
+    mouth = _soft(np.sqrt((fx / col(p["mouth_w"])) ** 2 + ((y - my) / mouth_h) ** 2), sharp)
+    img = img - (0.12 + col(p["lip"])) * mouth * face
+    return img
+
+
 def render(params: dict[str, np.ndarray], idx: np.ndarray, size: int,
            rng: np.random.Generator) -> np.ndarray:
     """Render one image per entry of `idx` (identity numbers). Returns (B, size, size) uint8."""
@@ -102,31 +136,7 @@ def render(params: dict[str, np.ndarray], idx: np.ndarray, size: int,
     skin = col(p["skin"]) + tex
     img = img * (1 - face) + skin * face
     fx = x - yaw  # features follow the yaw
-    # Eyes (openness varies per image) and brows.
-    open_ = r(0.55, 1.15)
-    ey, es = col(p["eye_y"]), col(p["eye_sep"])
-    for side in (-1.0, 1.0):
-        eye = _soft(np.sqrt(((fx - side * es) / col(p["eye_w"])) ** 2
-                            + ((y - ey) / (col(p["eye_h"]) * open_)) ** 2), sharp)
-        img = img - 0.38 * eye * face
-        by = ey - col(p["brow_gap"]) + 0.02 * side * r(-1, 1)
-        brow = _soft(np.maximum(np.abs(fx - side * es) / col(p["brow_len"]),
-                                np.abs(y - by) / col(p["brow_t"])), sharp)
-        img = img - col(p["brow_d"]) * brow * face
-    # Nose: a shaded ridge and two nostrils.
-    ny, nw = col(p["nose_y"]), col(p["nose_w"])
-    ridge = _soft(np.maximum(np.abs(fx - 0.3 * nw) / (0.25 * nw), np.abs(y - (ey + ny) / 2)
-                             / (np.abs(ny - ey) / 2 + 1e-3)), sharp)
-    img = img - 0.08 * ridge * face
-    for side in (-1.0, 1.0):
-        img = img - 0.22 * _soft(np.sqrt(((fx - side * 0.5 * nw) / (0.3 * nw)) ** 2
-                                         + ((y - ny) / 0.025) ** 2), sharp) * face
-    # Mouth: lip contrast is a gender cue; smile bends it, opening varies per image.
-    smile = r(-0.6, 1.2)
-    my = col(p["mouth_y"]) - smile * 0.15 * (fx / col(p["mouth_w"])) ** 2 * col(p["mouth_w"])
-    mouth_h = 0.03 + r(0.0, 0.03)
-    mouth = _soft(np.sqrt((fx / col(p["mouth_w"])) ** 2 + ((y - my) / mouth_h) ** 2), sharp)
-    img = img - (0.12 + col(p["lip"])) * mouth * face
+    img = _features(img, p, col, r, fx, y, face, sharp)
     # Lighting: a directional gradient, then global contrast and brightness, then sensor noise.
     ang = r(0, 2 * np.pi)
     img = img * (1.0 + r(0.0, 0.35) * (u * np.cos(ang) + v * np.sin(ang)))

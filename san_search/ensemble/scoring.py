@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from san_search.data.store import PreparedDataset
     from san_search.search.record import SearchRecord
     from san_search.search.space import SearchSpace
-    from san_search.zoo.pool import Curves, PoolScorer
+    from san_search.zoo.pool import BaselineSweep, Curves, PoolScorer
     from san_search.zoo.store import Zoo
 
 DISTANCE_IMAGES = 512  # val images the pairwise output distances are measured on
@@ -198,15 +198,11 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     per judge and matcher, the headline minimum and the mean over the judges, with bootstrap
     intervals over identities). Returns the table's rows and every method's CMC records
     (`cmc_rows`). When the test split has skin-tone groups, each method's per-group rows
-    (`PoolScorer.by_group`, labelled with the method) are appended to `groups_out`.
-
-    What is scored is what ships: the uint8 images `perturb` writes, with the ensemble's gender
-    predictor choosing the prototypes. The baselines are swept over strengths on the whole
-    test split (bisected where the methods' utilities lie) and cached per pool, split and
-    dataset (`evaluate.BaselineSweep`)."""
+    (`PoolScorer.by_group`, labelled with the method) are appended to `groups_out`. What is
+    scored is what ships: the uint8 images `perturb` writes (`baseline_sweeps` for the rest)."""
     from san_search.images import to_uint8
     from san_search.zoo import advantage as adv
-    from san_search.zoo.pool import BASELINES, BaselineSweep, PoolScorer, load_pool
+    from san_search.zoo.pool import BASELINES, PoolScorer, load_pool
 
     test = ds.split("test")
     pool = load_pool(zoo, "test", third_party=third_party)
@@ -233,16 +229,7 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
     single = torch_runtime([checkpoints[best_single]], zoo, predictor, ds.prototypes)
     add("best single member", single.perturb(test.images))
     log("  test pool: best single member scored")
-    frame = scorer.frame()
-    head = adv.headline_matcher(frame)
-    identity = f"{ds.fingerprint}|test|{pool.key}"
-    targets = {m: [float(r[f"utility.{m}"]) for r in rows] for m in frame.original_pairs}
-    sweeps = {}
-    for kind in (adv.NOISE, adv.BLUR):
-        sweeps[kind] = sw = BaselineSweep(scorer, kind, identity, seed=seed, log=log)
-        sw.refine(targets)
-        log(f"  test pool: {kind} swept at {len(sw.raw)} strengths on the whole split "
-            f"({sw.cached} cached, {sw.seconds:.0f} s scoring)")
+    sweeps, head = baseline_sweeps(scorer, rows, f"{ds.fingerprint}|test|{pool.key}", seed, log)
     target = float(rows[0][f"utility.{head}"])
     for kind, sw in sweeps.items():
         s = sw.matched(head, target)
@@ -252,11 +239,28 @@ def test_report(checkpoints: Sequence[Path], best_single: int, ds: PreparedDatas
         add(f"{kind} sigma {s:g} (matched {head} utility)",
             BASELINES[kind](s, seed)(scorer.original), **{SIGMA: s, BASELINE: kind})
         log(f"  test pool: {kind} at sigma {s:g} scored")
-    reports = adv.reports_for(raws, {k: sw.curve() for k, sw in sweeps.items()}, frame,
-                              seed=seed, matcher=head)
+    reports = adv.reports_for(raws, {k: sw.curve() for k, sw in sweeps.items()},
+                              scorer.frame(), seed=seed, matcher=head)
     for r in rows:
         r.update(adv.columns(reports[r[METHOD]]))
         r[ADVANTAGE_MATCHER] = head
     return rows, cmc
 
 
+def baseline_sweeps(scorer: PoolScorer, rows: Sequence[dict[str, Any]], identity: str,
+                    seed: int, log: Log) -> tuple[dict[str, BaselineSweep], str]:
+    """Noise and blur swept on `scorer`'s whole split, refined where the `rows`' utilities
+    lie (per matcher), and the headline matcher (`advantage.headline_matcher`). Swept on
+    uint8 images and cached per pool, split and dataset (`zoo.pool.BaselineSweep`)."""
+    from san_search.zoo import advantage as adv
+    from san_search.zoo.pool import BaselineSweep
+
+    frame = scorer.frame()
+    targets = {m: [float(r[f"utility.{m}"]) for r in rows] for m in frame.original_pairs}
+    sweeps = {}
+    for kind in (adv.NOISE, adv.BLUR):
+        sweeps[kind] = sw = BaselineSweep(scorer, kind, identity, seed=seed, log=log)
+        sw.refine(targets)
+        log(f"  test pool: {kind} swept at {len(sw.raw)} strengths on the whole split "
+            f"({sw.cached} cached, {sw.seconds:.0f} s scoring)")
+    return sweeps, adv.headline_matcher(frame)

@@ -206,25 +206,10 @@ class PoolScorer:
             out[f"tar.{mt.name}"], out[f"match_auc.{mt.name}"] = v["tar"], v["auc"]
             out[f"utility.{mt.name}"] = u
             utility.append(u)
-            both = pair_verification(pert, pert, pairs.a, pairs.b, pairs.same, self.far)
-            ranks[mt.name] = {mn.PROBE_PERTURBED: self._ranks(pert, orig),
-                              mn.BOTH_PERTURBED: self._ranks(pert, pert),
-                              mn.ORIGINAL: self._original_ranks[mt.name]}
-            ident = {mn.PROBE_PERTURBED: _rates(ranks[mt.name][mn.PROBE_PERTURBED]),
-                     mn.BOTH_PERTURBED: _rates(ranks[mt.name][mn.BOTH_PERTURBED]),
-                     mn.ORIGINAL: self.original_ident[mt.name]}
-            mine = {mn.TAR_BOTH: both["tar"],
-                    mn.UTILITY_BOTH: self._tar_retention(mt.name, both),
-                    mn.RANK1_RETENTION: self._rank1_retention(mt.name,
-                                                              ident[mn.PROBE_PERTURBED]),
-                    mn.RANK1_BOTH_RETENTION: self._rank1_retention(mt.name,
-                                                                   ident[mn.BOTH_PERTURBED]),
-                    **{mn.rank(k, s): float(ident[s][f"rank{k}"]) for s in mn.SCENARIOS
-                       for k in mn.IDENT_RANKS}}
+            mine, ranks[mt.name], curves[mt.name] = self._identification(mt.name, pert, orig)
             out.update({mn.per_model(k, mt.name): float(x) for k, x in mine.items()})
             for k in mn.IDENTIFICATION:  # a pool mean of the matcher entry of its name
                 pooled[k].append(mine[mn.UTILITY_BOTH if k == mn.UTILITY_BOTH_MEAN else k])
-            curves[mt.name] = {s: np.asarray(ident[s]["cmc"]) for s in mn.SCENARIOS}
         out.update({
             PRIVACY_MEAN: float(np.mean(privacy)), PRIVACY_MIN: float(np.min(privacy)),
             ERROR_MEAN: float(np.mean(error)),
@@ -239,6 +224,28 @@ class PoolScorer:
             # nan when no group holds both genders (its AUC is undefined)
             out[mn.WORST_GROUP_PRIVACY] = min(per_group.values(), default=float("nan"))
         return out, curves
+
+    def _identification(self, name: str, pert: np.ndarray, orig: np.ndarray
+                        ) -> tuple[dict[str, float], dict[str, np.ndarray],
+                                   dict[str, np.ndarray]]:
+        """One matcher's both-perturbed verification and identification entries, its probe
+        ranks per scenario and its CMC curve per scenario."""
+        pairs = self.view.pairs
+        assert pairs is not None
+        both = pair_verification(pert, pert, pairs.a, pairs.b, pairs.same, self.far)
+        ranks = {mn.PROBE_PERTURBED: self._ranks(pert, orig),
+                 mn.BOTH_PERTURBED: self._ranks(pert, pert),
+                 mn.ORIGINAL: self._original_ranks[name]}
+        ident = {mn.PROBE_PERTURBED: _rates(ranks[mn.PROBE_PERTURBED]),
+                 mn.BOTH_PERTURBED: _rates(ranks[mn.BOTH_PERTURBED]),
+                 mn.ORIGINAL: self.original_ident[name]}
+        mine = {mn.TAR_BOTH: both["tar"],
+                mn.UTILITY_BOTH: self._tar_retention(name, both),
+                mn.RANK1_RETENTION: self._rank1_retention(name, ident[mn.PROBE_PERTURBED]),
+                mn.RANK1_BOTH_RETENTION: self._rank1_retention(name, ident[mn.BOTH_PERTURBED]),
+                **{mn.rank(k, s): float(ident[s][f"rank{k}"]) for s in mn.SCENARIOS
+                   for k in mn.IDENT_RANKS}}
+        return mine, ranks, {s: np.asarray(ident[s]["cmc"]) for s in mn.SCENARIOS}
 
     def by_group(self) -> list[dict[str, Any]]:
         """The last scoring's privacy, verification (probe and both perturbed) and rank-1

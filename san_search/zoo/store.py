@@ -172,21 +172,8 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print, *,
         order = rng.permutation(len(train))
         if per_epoch < len(train):
             order = order[:per_epoch]
-        losses = []
-        for step in range(steps_per_epoch):
-            idx = np.sort(order[step * spec.batch_size : (step + 1) * spec.batch_size])
-            if len(idx) < 2:
-                continue
-            x = to_nchw(train.images[idx]).to(device)
-            y = torch.from_numpy(labels[idx]).to(device)
-            x = _augment(x, gen)
-            out = model(x)
-            loss = F.cross_entropy(out, y) if head is None else head(out, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
+        losses = _epoch_steps(model, head, train.images, labels, order, spec.batch_size,
+                              steps_per_epoch, (opt, sched), device, gen)
         dev = str(device)
         scores = (evaluate_gender(model, val, dev) if spec.kind == "gender"
                   else evaluate_matcher(model, val, dev))
@@ -199,6 +186,30 @@ def train_model(spec: ModelSpec, data: str | Path, log: Log = print, *,
             + f" ({time.perf_counter() - t0:.0f} s)")
     model.eval().cpu()
     return model, _metadata(spec, ds, history, device, t0)
+
+
+def _epoch_steps(model: nn.Module, head: nn.Module | None, images: np.ndarray,
+                 labels: np.ndarray, order: np.ndarray, batch: int, steps: int,
+                 optim: tuple[Any, Any], device: torch.device, gen: torch.Generator
+                 ) -> list[float]:
+    """One epoch's optimiser steps over `order` in batches (augmented; the CosFace `head`
+    for a matcher, cross-entropy for a gender classifier); the loss of each step."""
+    opt, sched = optim
+    losses = []
+    for step in range(steps):
+        idx = np.sort(order[step * batch : (step + 1) * batch])
+        if len(idx) < 2:
+            continue
+        x = _augment(to_nchw(images[idx]).to(device), gen)
+        y = torch.from_numpy(labels[idx]).to(device)
+        out = model(x)
+        loss = F.cross_entropy(out, y) if head is None else head(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses
 
 
 def _optimiser(params: list[nn.Parameter], spec: ModelSpec, total: int
