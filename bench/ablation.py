@@ -94,7 +94,9 @@ def run_one(lever: str, seed: int, epochs: int, ds: Any, zoo: Any, scorer: PoolS
             "images_per_s": images / train_s, "train_s": train_s,
             "advantage": h.value, "advantage_low": h.low, "advantage_high": h.high,
             "advantage_mean": h.mean, "weakest_judge": h.weakest_judge,
-            "advantage_blur": rep.headlines[adv.BLUR].value,
+            "advantage_blur": (rep.headlines[adv.BLUR].value if adv.BLUR in rep.headlines
+                               else None),
+            "blur_swept": adv.BLUR in rep.headlines,
             "privacy_mean": m["privacy_mean"], "ssim": m["ssim"],
             "utility_head": m[f"utility.{head}"], "utility_dlib": m.get("utility.dlib_resnet"),
             "aux_privacy_per_epoch": aux_curve,
@@ -124,10 +126,12 @@ def fmt_table(rows: list[dict[str, Any]], head: str) -> str:
     for r in rows:
         aux = " / ".join(f"{float(np.mean(list(e.values()))):.2f}"
                          for e in r["aux_privacy_per_epoch"])
+        swept = r.get("blur_swept", r.get("advantage_blur") is not None)
+        blur = adv.fmt(r["advantage_blur"]) if swept else "not swept"
         lines.append(
             f"| {r['lever']} | {r['seed']} | {adv.fmt(r['advantage'])} | "
             f"{adv.fmt_interval(r['advantage_low'], r['advantage_high'])} | "
-            f"{adv.fmt(r['advantage_mean'])} | {adv.fmt(r['advantage_blur'])} | "
+            f"{adv.fmt(r['advantage_mean'])} | {blur} | "
             f"{r['privacy_mean']:.3f} | {r['utility_head']:.3f} | "
             f"{(r['utility_dlib'] or float('nan')):.3f} | {r['ssim']:.3f} | "
             f"{r['images_per_s']:.1f} | {aux} |")
@@ -146,6 +150,11 @@ def main() -> None:
                     help="identity share of the val split scored (0.5)")
     ap.add_argument("--matcher", default=None, help="headline matcher (the strongest val one)")
     ap.add_argument("--resamples", type=int, default=500)
+    ap.add_argument("--baselines", default="noise,blur",
+                    help="baselines to sweep and compare with: noise,blur (noise alone is "
+                         "half the one-off cost; the blur column then reads out of range)")
+    ap.add_argument("--table-only", action="store_true",
+                    help="print the table of the runs already in <out>/runs.jsonl")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a base setting (YAML value), e.g. --set w_rec=5")
     args = ap.parse_args()
@@ -157,6 +166,10 @@ def main() -> None:
         base[k] = yaml.safe_load(v)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.table_only:
+        rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+        print(fmt_table(rows, args.matcher or "matcher_val_facenet112"))
+        return
     ds = open_dataset(args.data)
     zoo = open_zoo(args.zoo, expect=ds)
     view = ds.split("val")
@@ -168,12 +181,14 @@ def main() -> None:
     print(f"val split: {len(view)} images; pool {[g.name for g in pool.genders]} x "
           f"{[m.name for m in pool.matchers]}; headline matcher {head}", flush=True)
     identity = f"{ds.fingerprint}|val{args.val_fraction}|{pool.key}"
+    kinds = [k for k in (adv.NOISE, adv.BLUR) if k in args.baselines.split(",")]
     sweeps = {k: BaselineSweep(scorer, k, identity, log=lambda s: print(s, flush=True))
-              for k in (adv.NOISE, adv.BLUR)}
+              for k in kinds}
     # noise: known to 0.05 of utility over the range SANs land in; blur: its grid, and a
     # little more (a secondary column)
     sweeps[adv.NOISE].refine({head: [0.6, 0.7, 0.8, 0.9, 0.95]}, tolerance=0.05)
-    sweeps[adv.BLUR].refine({head: [0.7, 0.9]}, tolerance=0.1, max_added=2)
+    if adv.BLUR in sweeps:
+        sweeps[adv.BLUR].refine({head: [0.7, 0.9]}, tolerance=0.1, max_added=2)
     done_file = out / "runs.jsonl"
     rows = [json.loads(line) for line in done_file.read_text().splitlines()] \
         if done_file.is_file() else []

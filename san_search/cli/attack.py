@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from san_search.cli.options import Subparsers
+from san_search.cli.options import Subparsers, add_allow_unsigned
 from san_search.ensemble.attack import Budget
 
 
@@ -47,6 +47,7 @@ def add_attack(sub: Subparsers) -> None:
                    help="log nothing to MLflow (by default a run nested under the ensemble's "
                    "run, when the export names one)")
     add_budget_options(p)
+    add_allow_unsigned(p)
     p.set_defaults(func=cmd_attack)
 
 
@@ -54,5 +55,5 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from san_search.ensemble.export import attack_export
 
     attack_export(args.ensemble, args.data, args.zoo, budget_of(args),
-                  mlflow=not args.no_mlflow)
+                  mlflow=not args.no_mlflow, allow_unsigned=args.allow_unsigned)
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from san_search.cli.attack import add_budget_options, budget_of
-from san_search.cli.options import Subparsers
+from san_search.cli.options import Subparsers, add_allow_unsigned
 
 
 def add_ensemble_select(sub: Subparsers) -> None:
@@ -135,8 +135,9 @@ def add_perturb(sub: Subparsers) -> None:
                     "replaced (and an existing --sheet inside --output)")
     pt.add_argument("--trust", default=None, metavar="PUBKEY",
                     help="Ed25519 public key: refuse the ensemble unless its manifest.sig.json "
-                    "is a valid signature by this key (an unsigned ensemble runs with a "
-                    "notice); default $SAN_SEARCH_TRUST_KEY")
+                    "is a valid signature by this key (an unsigned ensemble is refused too, "
+                    "unless --allow-unsigned); default $SAN_SEARCH_TRUST_KEY")
+    add_allow_unsigned(pt)
     pt.set_defaults(func=cmd_perturb)
 
 
@@ -148,7 +149,8 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     rep = perturb_files(args.ensemble, args.input, args.output, policy=args.policy,
                         backend=args.backend, overwrite=args.overwrite, trust=args.trust,
                         crops_only=args.crops_only, aligned=args.aligned,
-                        faces=args.faces or "all", sheet=args.sheet)
+                        faces=args.faces or "all", sheet=args.sheet,
+                        allow_unsigned=args.allow_unsigned)
     rate = len(rep.written) / rep.seconds if rep.seconds > 0 else 0.0
     if args.crops_only:
         print(f"wrote {len(rep.written)} PNG(s) to {args.output} in {rep.seconds:.1f} s "

@@ -44,6 +44,14 @@ def add_build_options(p: argparse.ArgumentParser) -> None:
                    "or a 0.1 dataset's dataset.json); any other folder is refused")
 
 
+def add_allow_unsigned(p: argparse.ArgumentParser) -> None:
+    """--allow-unsigned: load an unsigned export although a trust key is set."""
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="load an unsigned export although a trust key is set (--trust or "
+                   "$SAN_SEARCH_TRUST_KEY), on its SHA-256 hashes alone; without it a trust "
+                   "key means signed and an unsigned export is refused")
+
+
 def add_tracking_options(p: argparse.ArgumentParser, experiment: str) -> None:
     """--tracking-uri and --experiment, with the command's default experiment."""
     p.add_argument("--tracking-uri", default=None,

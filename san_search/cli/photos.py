@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from san_search.cli.options import Subparsers
+from san_search.cli.options import Subparsers, add_allow_unsigned
 
 
 def add_evaluate_photos(sub: Subparsers) -> None:
@@ -29,6 +29,7 @@ def add_evaluate_photos(sub: Subparsers) -> None:
     ep.add_argument("--backend", choices=["torch", "onnx"], default="torch")
     ep.add_argument("--keep", default=None, metavar="DIR", help="a new folder that keeps the "
                     "protected photos (out/), their copies (in/) and photo_eval.json")
+    add_allow_unsigned(ep)
     ep.set_defaults(func=cmd_evaluate_photos)
 
 
@@ -37,6 +38,6 @@ def cmd_evaluate_photos(args: argparse.Namespace) -> int:
 
     result = evaluate_photos(args.ensemble, args.data, root=args.root, limit=args.limit,
                              seed=args.seed, policy=args.policy, backend=args.backend,
-                             keep=args.keep)
+                             keep=args.keep, allow_unsigned=args.allow_unsigned)
     print(format_result(result))
     return 0

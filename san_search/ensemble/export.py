@@ -383,7 +383,8 @@ def refresh_card(folder: Path, result: dict[str, Any], log: Log = print) -> None
 
 
 def attack_export(folder: str | Path, data: str | Path, zoo_dir: str | Path, budget: Budget,
-                  *, mlflow: bool = True, log: Log = print) -> dict[str, Any]:
+                  *, mlflow: bool = True, log: Log = print, allow_unsigned: bool = False
+                  ) -> dict[str, Any]:
     """Attack the export at `folder` with the dataset at `data` and its zoo: attack.json in
     the folder (atomically), the model card's attack section, and (with `mlflow`) a run
     nested under the ensemble's MLflow run when the export names one; its server is checked
@@ -399,7 +400,7 @@ def attack_export(folder: str | Path, data: str | Path, zoo_dir: str | Path, bud
     if not (folder / MANIFEST).is_file():
         raise EnsembleError(f"--ensemble {folder} is not an exported ensemble ({MANIFEST} "
                             "missing)")
-    loaded = load_ensemble(folder)
+    loaded = load_ensemble(folder, allow_unsigned=allow_unsigned)
     run = loaded.manifest.get("mlflow", {}) if mlflow else {}
     if run.get("tracking_uri") and run.get("ensemble_run_id"):
         from san_search import tracking

@@ -179,7 +179,8 @@ def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, 
                   policy: str | None = None, backend: str = "torch", overwrite: bool = False,
                   trust: Trust = None, progress: Callable[[str], None] = stderr,
                   crops_only: bool = False, aligned: bool = False, faces: str = "all",
-                  sheet: str | Path | None = None) -> PerturbReport:
+                  sheet: str | Path | None = None, allow_unsigned: bool = False
+                  ) -> PerturbReport:
     """Perturb every image under `source` into `output`: whole photos, or with `crops_only`
     the crops as PNGs; `aligned`, `faces` and `sheet` as in `ensemble.photos` and the module
     docstring, which also says what `overwrite` may replace and what `trust` (a public key
@@ -196,7 +197,8 @@ def perturb_files(ensemble: str | Path, source: str | Path, output: str | Path, 
     if sheet is not None:
         check_sheet(Path(sheet), Path(source), Path(output), overwrite)
     # verifies the signature (with a trust key), then the hashes, before loading any member
-    ens = load_ensemble(ensemble, backend, policy, trust=trust, notice=progress)
+    ens = load_ensemble(ensemble, backend, policy, trust=trust, notice=progress,
+                        allow_unsigned=allow_unsigned)
     if ens.signature.state == "verified":
         progress(f"signature verified: {ensemble} was signed by trusted key "
                  f"{ens.signature.key_fingerprint}")

@@ -177,7 +177,8 @@ def crop_metrics(ens: Any, field: FieldPipeline, images: np.ndarray, gender: np.
 
 
 def _protect(ensemble: Path, root: Path, rel: list[str], work: Path, policy: str | None,
-             backend: str, progress: Callable[[str], None]) -> tuple[list[Path], int]:
+             backend: str, progress: Callable[[str], None], allow_unsigned: bool = False
+             ) -> tuple[list[Path], int]:
     """Copy the photos under `work/in`, perturb them into `work/out`; the photo to score for
     each (protected, or the original where perturb found no face) and how many had none."""
     from san_search.ensemble.perturb import perturb_files
@@ -188,7 +189,7 @@ def _protect(ensemble: Path, root: Path, rel: list[str], work: Path, policy: str
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / r, dst)
     rep = perturb_files(ensemble, src, work / "out", policy=policy, backend=backend,
-                        progress=progress)
+                        progress=progress, allow_unsigned=allow_unsigned)
     status = {row.path: row.status for row in rep.rows}
     chosen = [work / "out" / r if status.get(r) == "written" else src / r for r in rel]
     return chosen, sum(status.get(r) != "written" for r in rel)
@@ -197,8 +198,8 @@ def _protect(ensemble: Path, root: Path, rel: list[str], work: Path, policy: str
 def evaluate_photos(ensemble: str | Path, data: str | Path, *, root: str | Path | None = None,
                     limit: int = 300, seed: int = 0, policy: str | None = None,
                     backend: str = "torch", keep: str | Path | None = None,
-                    progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
-                    ) -> dict[str, Any]:
+                    progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                    allow_unsigned: bool = False) -> dict[str, Any]:
     """Score the ensemble on whole pasted-back photos of the test split (module docstring).
     `keep`: a new folder that receives the protected photos and photo_eval.json."""
     from san_search.data import open_dataset
@@ -219,14 +220,15 @@ def evaluate_photos(ensemble: str | Path, data: str | Path, *, root: str | Path 
         raise EnsembleError(f"--keep {keep} exists: give a new folder")
     a, b, same = _pairs(view, idx)
     gender = view.gender[idx].astype(bool)
-    ens = load_ensemble(ensemble, backend, policy, notice=progress)
+    ens = load_ensemble(ensemble, backend, policy, notice=progress,
+                        allow_unsigned=allow_unsigned)
     color = ens.manifest["preprocessing"].get("color", "gray")
     if color_of(ds.info) != color:
         raise EnsembleError(mismatch("ensemble", ensemble, color, data, color_of(ds.info)))
     with tempfile.TemporaryDirectory(prefix="san-search-photos-") as tmp:
         work = Path(keep) if keep is not None else Path(tmp)
         chosen, no_face = _protect(Path(ensemble), src_root, rel, work, policy, backend,
-                                   progress)
+                                   progress, allow_unsigned)
         progress(f"scoring {len(idx)} photos with dlib's detector and alignment")
         field = FieldPipeline()
         orig = field.faces([read_rgb(src_root / r) for r in rel])

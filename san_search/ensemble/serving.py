@@ -239,7 +239,7 @@ class LoadedEnsemble:
 
 
 def read_verified(folder: str | Path, trust: Trust = None,
-                  notice: Callable[[str], None] = stderr_notice
+                  notice: Callable[[str], None] = stderr_notice, allow_unsigned: bool = False
                   ) -> tuple[dict[str, Any], dict[str, bytes], SignatureCheck]:
     """The manifest, the bytes of every file it lists (each checked against its SHA-256) and
     what the signature check found. With a trust key (`trust`, else `$SAN_SEARCH_TRUST_KEY`)
@@ -250,7 +250,7 @@ def read_verified(folder: str | Path, trust: Trust = None,
     if not mpath.is_file():
         raise EnsembleError(f"{folder} is not an exported ensemble ({MANIFEST} missing)")
     raw_manifest = mpath.read_bytes()  # read once: the bytes checked are the bytes parsed
-    signature = check_signature(folder, raw_manifest, resolve_trust(trust))
+    signature = check_signature(folder, raw_manifest, resolve_trust(trust), allow_unsigned)
     if signature.notice:
         notice(signature.notice)
     try:
@@ -317,17 +317,19 @@ def _torch_parts(folder: Path, manifest: dict[str, Any], blobs: dict[str, bytes]
 
 def load_ensemble(folder: str | Path, backend: str = "torch", policy: str | None = None,
                   threads: int | None = None, *, trust: Trust = None,
-                  notice: Callable[[str], None] = stderr_notice) -> LoadedEnsemble:
+                  notice: Callable[[str], None] = stderr_notice,
+                  allow_unsigned: bool = False) -> LoadedEnsemble:
     """Verify and load an export folder with the `torch` or `onnx` backend. `trust`: the
     public key (file) the manifest's signature must verify with; None reads
     `$SAN_SEARCH_TRUST_KEY`, and with neither the signature is not checked (see
-    `ensemble.signing`). `notice` gets a one-line notice for an unsigned export loaded with
-    a trust key, or a signed one loaded without."""
+    `ensemble.signing`); with a trust key an unsigned export is refused unless
+    `allow_unsigned`. `notice` gets a one-line notice for an unsigned export loaded with a
+    trust key (allowed), or a signed one loaded without."""
     from safetensors.numpy import load as np_load
 
     if backend not in BACKENDS:
         raise EnsembleError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
-    manifest, blobs, signature = read_verified(folder, trust, notice)
+    manifest, blobs, signature = read_verified(folder, trust, notice, allow_unsigned)
     protos = np_load(blobs[PROTOTYPES])
     if backend == "onnx":
         members, predictor = _onnx_parts(manifest, blobs, threads)

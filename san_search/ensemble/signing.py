@@ -19,8 +19,10 @@ Files:
 Trust (`check_signature`): with a trust key (`perturb --trust`, `load_ensemble(trust=...)`
 or `$SAN_SEARCH_TRUST_KEY`), a signed export loads only if its signature is valid for that
 key; a bad signature, one by another key, or a manifest changed after signing is refused,
-naming the file. An unsigned export still loads, with a notice. Without a trust key nothing
-is checked beyond the hashes; a signed export says so once per folder and process.
+naming the file. A trust key means signed: an unsigned export is refused too (deleting
+manifest.sig.json must not turn a signed export into one that loads), unless the caller
+allows unsigned exports (`--allow-unsigned`), when it loads with a notice. Without a trust key
+nothing is checked beyond the hashes; a signed export says so once per folder and process.
 """
 
 from __future__ import annotations
@@ -251,17 +253,25 @@ def _read_signature(path: Path) -> tuple[str, bytes]:
     return str(record.get("key_fingerprint", "")), signature
 
 
-def check_signature(folder: str | Path, manifest: bytes, trust: TrustKey | None
-                    ) -> SignatureCheck:
+def check_signature(folder: str | Path, manifest: bytes, trust: TrustKey | None,
+                    allow_unsigned: bool = False) -> SignatureCheck:
     """Check the signature of `folder`'s manifest, whose bytes (as read, and then parsed by
     the caller) are `manifest`, against `trust`. Raises `EnsembleError`, naming the file,
     when a trust key is set and the signature is malformed, by another key, or does not
-    match the manifest. Call it before anything the manifest names is read."""
+    match the manifest, or is missing (unless `allow_unsigned`). Call it before anything the
+    manifest names is read."""
     folder = Path(folder)
     sig_path, manifest_path = folder / SIGNATURE, folder / SIGNED_FILE
     if not (sig_path.exists() or sig_path.is_symlink()):
         if trust is None:
             return SignatureCheck("unsigned")
+        if not allow_unsigned:
+            raise EnsembleError(
+                f"{folder} is unsigned (no {SIGNATURE}), but a trust key is set (the "
+                f"{trust.source}): a trust key means signed, so who wrote this export cannot "
+                "be checked and it is refused. Sign it (`ensemble export --sign KEY`), or "
+                "pass --allow-unsigned to load it on its SHA-256 hashes alone (changed in "
+                "0.3: it used to load with a notice; see CHANGELOG.md)")
         return SignatureCheck("unsigned", notice=_once(
             "unsigned", folder, f"notice: {folder} is unsigned (no {SIGNATURE}); loading it "
             f"on its SHA-256 hashes alone, so who wrote it is not checked against the "

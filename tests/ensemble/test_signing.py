@@ -1,7 +1,7 @@
 """Signed exports: `ensemble export --sign` then `perturb --trust` through the CLI; a member
 swapped together with its hash runs without a trust key and is refused with one; a signature
 by another key, a manifest changed after signing and a malformed signature are refused; an
-unsigned export loads with a notice when a trust key is set."""
+unsigned export is refused when a trust key is set, unless unsigned exports are allowed."""
 
 from __future__ import annotations
 
@@ -210,7 +210,7 @@ def test_a_manifest_changed_after_signing_or_a_broken_signature_is_refused(
         load_ensemble(copy, trust=keys[1])
 
 
-def test_unsigned_with_a_trust_key_loads_with_a_notice_and_signed_without_says_so(
+def test_a_trust_key_means_signed_unless_unsigned_exports_are_allowed(
         exported: tuple[Path, Selection], signed: Path, keys: tuple[Path, Path],
         tmp_path: Path) -> None:
     from san_search.ensemble.serving import load_ensemble
@@ -218,15 +218,21 @@ def test_unsigned_with_a_trust_key_loads_with_a_notice_and_signed_without_says_s
 
     unsigned = _copy(exported[0], tmp_path / "unsigned")
     assert not (unsigned / "manifest.sig.json").exists()
+    with pytest.raises(EnsembleError, match=(
+            rf"{unsigned} is unsigned \(no manifest\.sig\.json\), but a trust key is set "
+            rf"\(the trust key {keys[1]}\): a trust key means signed.*--allow-unsigned.*"
+            "CHANGELOG.md")):
+        load_ensemble(unsigned, "onnx", trust=keys[1])
     told: list[str] = []
-    ens = load_ensemble(unsigned, "onnx", trust=keys[1], notice=told.append)
+    ens = load_ensemble(unsigned, "onnx", trust=keys[1], notice=told.append,
+                        allow_unsigned=True)
     assert ens.signature.state == "unsigned"
     assert told == [f"notice: {unsigned} is unsigned (no manifest.sig.json); loading it on its "
                     f"SHA-256 hashes alone, so who wrote it is not checked against the trust "
                     f"key {keys[1]}"]
-    load_ensemble(unsigned, "onnx", trust=keys[1], notice=told.append)
+    load_ensemble(unsigned, "onnx", trust=keys[1], notice=told.append, allow_unsigned=True)
     assert len(told) == 1  # once per folder
-    # no trust key, unsigned: today's behaviour, nothing said
+    # no trust key, unsigned: nothing to check, nothing said
     quiet: list[str] = []
     load_ensemble(_copy(exported[0], tmp_path / "u2"), "onnx", notice=quiet.append)
     assert quiet == []
@@ -240,14 +246,37 @@ def test_unsigned_with_a_trust_key_loads_with_a_notice_and_signed_without_says_s
                     f"signature is not checked; pass --trust PUBKEY or set {'$' + TRUST_ENV}"]
 
 
-def test_cli_perturb_with_trust_on_an_unsigned_export_prints_the_notice(
+def test_deleting_the_signature_does_not_downgrade_a_signed_export(
+        signed: Path, keys: tuple[Path, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from san_search.ensemble.serving import load_ensemble
+
+    copy = _copy(signed, tmp_path / "stripped")
+    assert load_ensemble(copy, "onnx", trust=keys[1]).signature.state == "verified"
+    (copy / "manifest.sig.json").unlink()  # then a member could be swapped unchecked
+    with pytest.raises(EnsembleError, match="is unsigned .* a trust key means signed"):
+        load_ensemble(copy, "onnx", trust=keys[1])
+    monkeypatch.setenv(TRUST_ENV, str(keys[1]))  # the environment's key means the same
+    with pytest.raises(EnsembleError, match="the \\$SAN_SEARCH_TRUST_KEY key|a trust key"):
+        load_ensemble(copy, "onnx")
+
+
+def test_cli_perturb_with_trust_refuses_an_unsigned_export_unless_allowed(
         exported: tuple[Path, Selection], keys: tuple[Path, Path], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     from san_search.cli import main
 
     unsigned = _copy(exported[0], tmp_path / "unsigned")
-    rc = main(["perturb", "--ensemble", str(unsigned), "--input", str(_faces(tmp_path / "in")),
-               "--output", str(tmp_path / "out"), "--trust", str(keys[1]), "--aligned"])
+    faces = _faces(tmp_path / "in")
+    rc = main(["perturb", "--ensemble", str(unsigned), "--input", str(faces),
+               "--output", str(tmp_path / "refused"), "--trust", str(keys[1]), "--aligned"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"error: {unsigned} is unsigned (no manifest.sig.json)" in err
+    assert not (tmp_path / "refused").exists()  # refused before anything was written
+    rc = main(["perturb", "--ensemble", str(unsigned), "--input", str(faces),
+               "--output", str(tmp_path / "out"), "--trust", str(keys[1]), "--aligned",
+               "--allow-unsigned"])
     assert rc == 0
     err = capsys.readouterr().err
     assert f"notice: {unsigned} is unsigned (no manifest.sig.json)" in err
