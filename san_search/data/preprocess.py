@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -192,11 +193,14 @@ def read_image(path: Path) -> tuple[Image.Image | None, str, str | None]:
 
 
 def _failure(exc: Exception) -> str:
+    """Why a file failed, the same words for the same bytes on every run (PIL names the
+    in-memory buffer by its address: `<_io.BytesIO object at 0x...>`; that is cut)."""
     if isinstance(exc, DataError):
         return str(exc)
+    text = re.sub(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>", "", str(exc))
     if isinstance(exc, Image.DecompressionBombError):  # over twice PIL's limit: from open
-        return f"image too large: {exc}"
-    return f"corrupt or unsupported image: {exc}"
+        return f"image too large: {text}"
+    return f"corrupt or unsupported image: {text}"
 
 
 def decode_file(path: Path, settings: Settings, *, ita: bool = False) -> Decoded:

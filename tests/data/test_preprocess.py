@@ -102,3 +102,16 @@ def test_pixel_limit_applies_below_pils_own_error(tmp_path: Path) -> None:
     dec = decode_file(big, SETTINGS)
     assert dec.error == (f"image too large: {side}x{side} = {side * side} pixels, over the "
                          f"limit of {MAX_PIXELS} (a guard against decompression bombs)")
+
+
+def test_a_file_that_is_no_image_fails_with_the_same_words_every_time(tmp_path: Path) -> None:
+    from san_search.data.preprocess import read_image
+
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"this is not a JPEG at all" * 10)
+    reasons = {read_image(junk)[2] for _ in range(3)}
+    assert len(reasons) == 1
+    reason = reasons.pop()
+    assert reason is not None and reason.startswith("corrupt or unsupported image: cannot "
+                                                    "identify image file")
+    assert "0x" not in reason and "BytesIO" not in reason
