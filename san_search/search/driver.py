@@ -186,13 +186,13 @@ def start(space_path: str | Path, data: str | Path, zoo: str | Path, *, out: str
         client = tracking.client_for(uri)
         parent = client.create_run(exp_id, run_name=name, tags={
             tracking.KIND_TAG: "search", tracking.SEARCH_TAG: name,
-            "data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.data_fingerprint,
+            "data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.fingerprint,
             "data": str(data), "zoo": str(zoo), "search_space": str(space_path.absolute()),
             "mlflow.note.content": space.description}).info.run_id
         with _before_start(client, parent, name, log):
             tracking.log_params(client, parent, {
                 **space.describe(), "search_space": space_path.name,
-                "data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.data_fingerprint})
+                "data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.fingerprint})
             client.log_artifact(parent, str(space_path))
             log(f"search {name}: {space.budget.trials} trials x up to {space.budget.epochs} "
                 f"epochs, {space.budget.concurrency} at a time, sampler {space.sampler.name} (seed "

@@ -207,7 +207,7 @@ def run_candidate(cfg: CandidateConfig, data: str | Path, zoo: str | Path, *,
     started = start_ray(ray_address)
     try:
         check_resources(resources, ray.cluster_resources())
-        tags = {"data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.data_fingerprint,
+        tags = {"data_fingerprint": ds.fingerprint, "zoo_fingerprint": z.fingerprint,
                 "data": str(ds.path), "zoo": str(z.path)}
         with tracking.candidate_run(uri, exp_id, name, tags, cfg.as_params()) as run_id:
             log(f"training {name}: {cfg.autoencoder} against {', '.join(cfg.aux_gender)} + "

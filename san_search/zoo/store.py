@@ -292,6 +292,14 @@ class Zoo:
         model.load_state_dict(st_load(raw))
         return model.eval()
 
+    @property
+    def fingerprint(self) -> str:
+        """The zoo's own fingerprint: SHA-256 over each model's name, kind, role and weights'
+        SHA-256 (not the data's fingerprint, which `data_fingerprint` holds)."""
+        rows = sorted((n, m.get("kind", ""), m.get("role", ""), m.get("weights_sha256", ""))
+                      for n, m in self.entries.items())
+        return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
+
     def licences(self) -> dict[str, dict[str, str]]:
         """The licence record of every pretrained model in the zoo (the aux models the
         members trained against, and the val/test judges) and of the third-party test

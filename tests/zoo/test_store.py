@@ -316,3 +316,24 @@ def test_report_reaches_a_real_mlflow_server(ray_zoo: Path, mlflow_server: str,
     health = subprocess.run(["bash", "mlflow/health.sh", mlflow_server], capture_output=True,
                             text=True, cwd=Path(__file__).resolve().parents[2])
     assert health.returncode == 0 and "200" in health.stdout
+
+
+def test_the_zoo_fingerprint_is_the_zoos_own_not_the_datas(problem: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    import shutil
+
+    from san_search.zoo.store import open_zoo
+
+    _, zoo_dir = problem
+    zoo = open_zoo(zoo_dir)
+    assert len(zoo.fingerprint) == 16 and zoo.fingerprint != zoo.data_fingerprint[:16]
+    assert open_zoo(zoo_dir).fingerprint == zoo.fingerprint  # stable
+    copy = tmp_path / "zoo"
+    shutil.copytree(zoo_dir, copy)
+    meta = copy / "models" / "g_aux.json"
+    info = json.loads(meta.read_text())
+    info["weights_sha256"] = "0" * 64  # another model under the same name
+    meta.write_text(json.dumps(info))
+    changed = open_zoo(copy)
+    assert changed.data_fingerprint == zoo.data_fingerprint
+    assert changed.fingerprint != zoo.fingerprint
