@@ -225,6 +225,10 @@ def evaluate_photos(ensemble: str | Path, data: str | Path, *, root: str | Path 
     color = ens.manifest["preprocessing"].get("color", "gray")
     if color_of(ds.info) != color:
         raise EnsembleError(mismatch("ensemble", ensemble, color, data, color_of(ds.info)))
+    if ens.image_size != ds.size:  # before any photo is perturbed or scored, not after
+        raise EnsembleError(f"--data {data}: its images are {ds.size}x{ds.size} px, but the "
+                            f"ensemble at {ensemble} takes {ens.image_size}x{ens.image_size}; "
+                            "give the dataset it was made for")
     with tempfile.TemporaryDirectory(prefix="san-search-photos-") as tmp:
         work = Path(keep) if keep is not None else Path(tmp)
         chosen, no_face = _protect(Path(ensemble), src_root, rel, work, policy, backend,

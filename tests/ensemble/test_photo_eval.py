@@ -99,3 +99,18 @@ def test_evaluate_photos_refuses_a_dataset_of_the_other_colour_mode(
     with pytest.raises(EnsembleError, match=r"ensemble .* was made for gray images, but the "
                        r"dataset .*d16rgb is rgb"):
         evaluate_photos(lfw_framed, rgb, limit=0)
+
+
+def test_evaluate_photos_refuses_a_dataset_of_another_size_before_any_work(
+        lfw16: Path, lfw_framed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from san_search.ensemble import photo_eval
+
+    d32 = lfw16 / "d32"
+    assert main(["data", "prepare", "--format", "lfw", "--root", str(lfw16 / "lfw"),
+                 "--out", str(d32), "--size", "32", "--color", "gray"]) == 0
+    protected: list[object] = []
+    monkeypatch.setattr(photo_eval, "_protect", lambda *a, **k: protected.append(a))
+    with pytest.raises(EnsembleError, match=r"--data .*d32: its images are 32x32 px, but the "
+                       r"ensemble at .* takes 16x16; give the dataset it was made for"):
+        evaluate_photos(lfw_framed, d32, limit=0)
+    assert protected == []  # refused before a single photo was perturbed
