@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from san_search.zoo.store import Zoo
 
 Overrides = dict[str, dict[str, Any]]  # section -> key -> value
+RESUME_TAG = "resume"  # the parent run's note on how to continue an interrupted search
 TRIAL_MEMORY = 64 * 1024 * 1024  # bytes reserved for a trial's driver function
 # Process-wide settings for Ray Tune, set by `configure_process` before Ray starts.
 TUNE_ENVIRONMENT = {
@@ -222,7 +223,7 @@ def _before_start(client: tracking.Client, parent_run_id: str, name: str,
     except KeyboardInterrupt:
         note = (f"interrupted before the search started: nothing to resume; run the same "
                 f"`san-search search` command again (the name {name!r} is free)")
-        client.set_tag(parent_run_id, "resume", note)
+        client.set_tag(parent_run_id, RESUME_TAG, note)
         client.set_terminated(parent_run_id, status="KILLED")
         log(note)
         raise
@@ -353,7 +354,7 @@ def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) ->
         del board  # held until every trial has asked it
     except KeyboardInterrupt:
         hint = record.resume_hint()
-        client.set_tag(record.parent_run_id, "resume", hint)
+        client.set_tag(record.parent_run_id, RESUME_TAG, hint)
         client.set_terminated(record.parent_run_id, status="KILLED")
         for run in tracking.child_runs(record.tracking_uri, record.experiment_id,
                                        record.parent_run_id):
@@ -365,7 +366,8 @@ def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) ->
         client.set_terminated(record.parent_run_id, status="FAILED")
         raise
     rows = trial_rows(space, _grid_trials(grid))
-    client.set_terminated(record.parent_run_id, status="FINISHED")
+    # a resumed search that finished: the interrupted attempt's note no longer applies
+    tracking.finish_run(client, record.parent_run_id, clear=(RESUME_TAG,))
     return _summarise(record, space, rows, log)
 
 

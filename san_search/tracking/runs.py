@@ -87,6 +87,16 @@ def replace_table(client: Client, run_id: str, data: Table, artifact_file: str) 
 
 # ------------------------------------------------------------------ runs of this tool
 
+def finish_run(client: Client, run_id: str, *, clear: tuple[str, ...] = ()) -> None:
+    """End a run FINISHED, first removing the tags in `clear` that it holds (a note such as
+    `resume` that an interrupted attempt left, and that no longer applies)."""
+    held = client.get_run(run_id).data.tags
+    for key in clear:
+        if key in held:
+            client.delete_tag(run_id, key)
+    client.set_terminated(run_id, status="FINISHED")
+
+
 def fail_run(client: Client, run_id: str, message: str) -> None:
     """Mark a run FAILED with the reason in its `error` tag."""
     client.set_tag(run_id, ERROR_TAG, message[:MAX_TAG])

@@ -158,6 +158,8 @@ def test_resume_after_a_signal_at_the_worst_moment_loses_nothing(
 
     parent = client.get_run(summary["parent_run_id"])
     assert parent.info.status == "FINISHED"
+    # the interrupted attempt's "how to continue" note is gone once the search finished
+    assert "resume" not in parent.data.tags
     trials = json.loads(Path(client.download_artifacts(
         parent.info.run_id, "trials.json", str(tmp_path / "front"))).read_text())
     cols = trials["columns"]
