@@ -126,6 +126,10 @@ def test_demo_end_to_end_on_a_tiny_dataset(problem: tuple[Path, Path], tmp_path:
         kinds = [r.data.tags.get("san_search.kind")
                  for r in client.search_runs([exp.experiment_id])]
         assert sorted(k for k in kinds if k) == ["candidate", "candidate", "ensemble", "search"]
+        members = client.search_runs([exp.experiment_id],
+                                     filter_string='tags.san_search.ensemble_member = "true"')
+        assert {r.info.run_id for r in members} == {
+            m["run_id"] for m in ens.manifest["members"]}
         version = client.get_model_version_by_alias("san-search-demo", "champion")
         assert version.tags["search"] == result["name"]
     finally:

@@ -380,6 +380,10 @@ def select(search: str, *, search_dir: str | Path, size: int, min_utility: float
          for i in np.flatnonzero(sc.eligible)],
         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), test_cmc, test_groups, attacked)
     sel.ensemble_run_id = log_selection(sel)
+    from san_search import tracking
+
+    tracking.tag_runs(sel.tracking_uri, {m["run_id"]: {tracking.MEMBER_TAG: "true"}
+                                         for m in members})
     if attacked:
         rid = log_attack(attacked, sel.tracking_uri, sel.ensemble_run_id, record.name)
         log(f"attack logged to MLflow run {rid}, nested under the ensemble's")

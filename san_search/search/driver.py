@@ -366,6 +366,10 @@ def _run(record: SearchRecord, space: SearchSpace, *, resume: bool, log: Log) ->
         client.set_terminated(record.parent_run_id, status="FAILED")
         raise
     rows = trial_rows(space, _grid_trials(grid))
+    tracking.tag_trials(record.tracking_uri, record.experiment_id, record.parent_run_id,
+                        {r.trial_id: {tracking.FRONT_TAG: str(r.on_front).lower(),
+                                      tracking.FEASIBLE_TAG: str(r.feasible).lower()}
+                         for r in rows})
     # a resumed search that finished: the interrupted attempt's note no longer applies
     tracking.finish_run(client, record.parent_run_id, clear=(RESUME_TAG,))
     return _summarise(record, space, rows, log)

@@ -9,9 +9,12 @@ from san_search.tracking.models import PyfuncModel, RegisteredVersion, register_
 from san_search.tracking.runs import (
     EPOCHS_TAG,
     ERROR_TAG,
+    FEASIBLE_TAG,
     FINALIZED_TAG,
+    FRONT_TAG,
     KIND_TAG,
     MAX_TAG,
+    MEMBER_TAG,
     PARENT_TAG,
     SEARCH_TAG,
     TRIAL_TAG,
@@ -36,6 +39,8 @@ from san_search.tracking.runs import (
     metric_key,
     open_child,
     replace_table,
+    tag_runs,
+    tag_trials,
 )
 from san_search.tracking.store import (
     EXPERIMENT_KIND,
@@ -54,13 +59,13 @@ from san_search.tracking.store import (
 )
 
 __all__ = [
-    "EPOCHS_TAG", "ERROR_TAG", "EXPERIMENT_KIND", "FINALIZED_TAG", "KIND_TAG", "MAX_TAG",
-    "PARENT_TAG", "SEARCH_TAG", "TRIAL_TAG", "Client", "EpochLogger", "LocalServer",
-    "PyfuncModel", "RegisteredVersion", "Run", "Scalar", "Table", "TrackingError",
-    "artifact_location", "candidate_run", "check_reachable", "client_for", "child_runs",
-    "download_artifacts", "fail_run", "find_child", "finish_run", "flat_params", "free_port",
-    "get_run",
-    "healthy", "log_candidate", "log_child_run", "log_figure", "log_front", "log_metrics",
-    "log_params", "log_report_run", "metric_key", "open_child", "register_pyfunc",
-    "replace_table", "resolve_tracking_uri", "serve_local", "setup", "ui_url",
+    "Client", "EPOCHS_TAG", "ERROR_TAG", "EXPERIMENT_KIND", "EpochLogger", "FEASIBLE_TAG",
+    "FINALIZED_TAG", "FRONT_TAG", "KIND_TAG", "LocalServer", "MAX_TAG", "MEMBER_TAG",
+    "PARENT_TAG", "PyfuncModel", "RegisteredVersion", "Run", "SEARCH_TAG", "Scalar", "TRIAL_TAG",
+    "Table", "TrackingError", "artifact_location", "candidate_run", "check_reachable",
+    "child_runs", "client_for", "download_artifacts", "fail_run", "find_child", "finish_run",
+    "flat_params", "free_port", "get_run", "healthy", "log_candidate", "log_child_run",
+    "log_figure", "log_front", "log_metrics", "log_params", "log_report_run", "metric_key",
+    "open_child", "register_pyfunc", "replace_table", "resolve_tracking_uri", "serve_local",
+    "setup", "tag_runs", "tag_trials", "ui_url",
 ]

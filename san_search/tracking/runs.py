@@ -27,6 +27,11 @@ KIND_TAG = "san_search.kind"  # search | candidate | ensemble | zoo
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own: nests a child run under its parent
 ERROR_TAG = "error"  # why a run failed (the exception, cut to MAX_TAG)
 EPOCHS_TAG = "san_search.epochs_trained"
+# Filters for the UI's search box: a finished search tags every candidate run with whether it
+# is on the Pareto front and meets the constraints; `ensemble select` tags its members.
+FRONT_TAG = "san_search.front"  # "true" | "false"
+FEASIBLE_TAG = "san_search.feasible"  # "true" | "false"
+MEMBER_TAG = "san_search.ensemble_member"  # "true" on the chosen members
 MAX_TAG = 5000  # characters of an error message kept in a tag
 
 # A table as MLflow's table artefacts hold it: column name -> values.
@@ -86,6 +91,29 @@ def replace_table(client: Client, run_id: str, data: Table, artifact_file: str) 
 
 
 # ------------------------------------------------------------------ runs of this tool
+
+def tag_trials(uri: str, experiment_id: str, parent_run_id: str,
+               tags: Mapping[str, Mapping[str, str]]) -> int:
+    """Set `tags[trial_id]` on each child run of the search (found by its trial tag); returns
+    how many runs were tagged. What makes the UI's filters work, e.g.
+    `tags.san_search.front = "true"`."""
+    client = client_for(uri)
+    done = 0
+    for run in child_runs(uri, experiment_id, parent_run_id):
+        wanted = tags.get(run.data.tags.get(TRIAL_TAG, ""))
+        for key, value in (wanted or {}).items():
+            client.set_tag(run.info.run_id, key, value)
+        done += bool(wanted)
+    return done
+
+
+def tag_runs(uri: str, tags: Mapping[str, Mapping[str, str]]) -> None:
+    """Set `tags[run_id]` on each run named."""
+    client = client_for(uri)
+    for run_id, pairs in tags.items():
+        for key, value in pairs.items():
+            client.set_tag(run_id, key, value)
+
 
 def finish_run(client: Client, run_id: str, *, clear: tuple[str, ...] = ()) -> None:
     """End a run FINISHED, first removing the tags in `clear` that it holds (a note such as

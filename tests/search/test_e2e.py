@@ -96,6 +96,15 @@ def test_smoke_search_against_a_real_mlflow_server(problem: tuple[Path, Path], t
     front = _table(mlflow_server, parent.info.run_id, "pareto_front.json", tmp_path / "f")
     on_front = [row for row in trials["data"] if row[cols.index("on_front")]]
     assert len(front["data"]) == len(on_front) >= 1
+    # the UI's filters: every child says whether it is on the front and feasible
+    front_ids = {row[cols.index("run_id")] for row in on_front}
+    feasible = {row[cols.index("run_id")]: row[cols.index("feasible")] for row in trials["data"]}
+    for c in children:
+        assert c.data.tags["san_search.front"] == str(c.info.run_id in front_ids).lower()
+        assert c.data.tags["san_search.feasible"] == str(feasible[c.info.run_id]).lower()
+    listed = client.search_runs([parent.info.experiment_id],
+                                filter_string='tags.san_search.front = "true"')
+    assert {r.info.run_id for r in listed} == front_ids
     hv = client.get_metric_history(parent.info.run_id, "hypervolume")
     assert hv and hv[-1].step == 4
 
