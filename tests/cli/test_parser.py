@@ -96,14 +96,15 @@ COMMANDS: dict[str, tuple[list[str], str, dict[str, object]]] = {
         ["--ensemble", "e", "--input", "i", "--output", "o"], "cmd_perturb",
         {"ensemble": "e", "input": "i", "output": "o", "policy": None, "backend": "torch",
          "overwrite": False, "trust": None, "faces": None, "aligned": False,
-         "crops_only": False, "sheet": None}),
+         "crops_only": False, "sheet": None, "allow_unsigned": False}),
     "evaluate-photos": (
         ["--ensemble", "e", "--data", "d"], "cmd_evaluate_photos",
         {"ensemble": "e", "data": "d", "root": None, "limit": 300, "seed": 0, "policy": None,
-         "backend": "torch", "keep": None}),
+         "backend": "torch", "keep": None, "allow_unsigned": False}),
     "attack": (
         ["--ensemble", "e", "--data", "d", "--zoo", "z"], "cmd_attack",
-        {"ensemble": "e", "data": "d", "zoo": "z", "no_mlflow": False, **ATTACK_BUDGET}),
+        {"ensemble": "e", "data": "d", "zoo": "z", "no_mlflow": False, "allow_unsigned": False,
+         **ATTACK_BUDGET}),
     "keys generate": (["--out", "k"], "cmd_keys_generate", {"out": "k"}),
     "demo": (
         [], "cmd_demo",
