@@ -33,10 +33,23 @@ def _commands(parser: argparse.ArgumentParser, prefix: str
                     yield full, sub, helps.get(name, "")
 
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout (or site-packages) holding us
+
+
+def _default(value: Any) -> str:
+    """A flag's default as the page shows it: a path inside the package relative to it, so
+    the page is the same in every checkout and install."""
+    if value in (None, False, argparse.SUPPRESS):
+        return ""
+    text = str(value)
+    if text.startswith(str(REPO) + "/"):
+        text = Path(text).relative_to(REPO).as_posix()
+    return f"`{text}`"
+
+
 def _flag_row(a: argparse.Action) -> str:
     names = ", ".join(f"`{s}`" for s in a.option_strings) or f"`{a.metavar or a.dest}`"
-    default = a.default
-    shown = "" if default in (None, False, argparse.SUPPRESS) else f"`{default}`"
+    shown = _default(a.default)
     text = (a.help or "").replace("|", "\\|").replace("\n", " ")
     if a.choices and not isinstance(a, argparse._SubParsersAction):
         text += f" (one of: {', '.join(str(c) for c in a.choices)})"
