@@ -137,12 +137,22 @@ def _scores(probe: FieldFaces, gallery: FieldFaces, a: np.ndarray, b: np.ndarray
     return np.where(probe.found[a] & gallery.found[b], s, REJECTED)
 
 
+def privacy_gap(found: int, all_male: bool) -> str:
+    """Why a set of photos has no gender privacy: no face found, or faces of one gender only
+    (an AUC needs both)."""
+    if found == 0:
+        return "dlib found no face"
+    return (f"the {found} faces dlib found are all {'male' if all_male else 'female'}: "
+            "privacy needs faces of both genders")
+
+
 def field_metrics(orig: FieldFaces, prot: FieldFaces, gender: np.ndarray, a: np.ndarray,
-                  b: np.ndarray, same: np.ndarray) -> dict[str, float]:
-    """Detection, gender privacy and verification retention of protected photos."""
+                  b: np.ndarray, same: np.ndarray) -> dict[str, Any]:
+    """Detection, gender privacy and verification retention of protected photos (floats;
+    `privacy_<kind>_why` says why a privacy is nan)."""
     from san_search.metrics import gender_scores, tar_at_far
 
-    out = {"detected_original": float(orig.found.mean()),
+    out: dict[str, Any] = {"detected_original": float(orig.found.mean()),
            "detected_protected": float(prot.found.mean())}
     for name, faces in (("original", orig), ("protected", prot)):
         ok = faces.found
@@ -150,6 +160,8 @@ def field_metrics(orig: FieldFaces, prot: FieldFaces, gender: np.ndarray, a: np.
         g = gender_scores(faces.male[ok], gender[ok]) if both else {}
         out[f"gender_auc_{name}"] = g.get("auc", float("nan"))
         out[f"privacy_{name}"] = g.get("privacy", float("nan"))
+        if not both:  # say why there is no number, instead of printing nan
+            out[f"privacy_{name}_why"] = privacy_gap(int(ok.sum()), bool(gender[ok].all()))
     base = _scores(orig, orig, a, b)
     pert = _scores(prot, orig, a, b)
     out["tar_original"] = tar_at_far(base[same], base[~same])
@@ -263,5 +275,8 @@ def format_result(r: dict[str, Any]) -> str:
             ("dlib TAR@1%FAR, originals", "tar_original"),
             ("dlib TAR@1%FAR, protected probe", "tar_protected"),
             ("dlib utility (retention)", "utility")]
-    lines += [f"{label:<34}{p[key]:>14.3f}{c[key]:>10.3f}" for label, key in rows]
+    cell = lambda v: f"{v:>14.3f}" if v == v else f"{'n/a':>14}"  # noqa: E731  (nan: n/a)
+    lines += [f"{label:<34}{cell(p[key])}{c[key]:>10.3f}" for label, key in rows]
+    lines += [f"n/a, whole photos, {kind}: {p[f'privacy_{kind}_why']}"
+              for kind in ("original", "protected") if f"privacy_{kind}_why" in p]
     return "\n".join(lines)

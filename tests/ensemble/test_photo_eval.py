@@ -114,3 +114,29 @@ def test_evaluate_photos_refuses_a_dataset_of_another_size_before_any_work(
                        r"ensemble at .* takes 16x16; give the dataset it was made for"):
         evaluate_photos(lfw_framed, d32, limit=0)
     assert protected == []  # refused before a single photo was perturbed
+
+
+def test_privacy_without_both_genders_is_explained_not_printed_as_nan() -> None:
+    from san_search.ensemble.photo_eval import format_result
+
+    e = np.eye(4, 128, dtype=np.float32)
+    person = np.array([e[0], e[0], e[1], e[1]])
+    orig = FieldFaces(np.ones(4, bool), person, np.array([.2, .9, .1, .8], np.float32))
+    # on the protected photos dlib finds only the two men's faces
+    prot = FieldFaces(np.array([False, True, False, True]), person,
+                      np.array([np.nan, .4, np.nan, .7], np.float32))
+    gender = np.array([0, 1, 0, 1], bool)
+    a, b = np.array([0, 2, 3, 0]), np.array([1, 3, 2, 2])
+    m = field_metrics(orig, prot, gender, a, b, np.array([True, True, True, False]))
+    assert np.isnan(m["privacy_protected"])
+    assert m["privacy_protected_why"] == ("the 2 faces dlib found are all male: privacy needs "
+                                          "faces of both genders")
+    assert "privacy_original_why" not in m
+    crop = {k: 0.5 for k in ("privacy_original", "privacy_protected", "tar_original",
+                             "tar_protected", "utility")}
+    text = format_result({"photos": 4, "pairs": 4, "genuine_pairs": 3,
+                          "perturb_found_no_face": 0, "photo": m, "crop": crop})
+    assert "nan" not in text
+    row = next(line for line in text.splitlines() if line.startswith("gender privacy, protected"))
+    assert row.split()[-2:] == ["n/a", "0.500"]
+    assert "n/a, whole photos, protected: the 2 faces dlib found are all male" in text
