@@ -500,8 +500,8 @@ def _read_raw(path: Path) -> Raw | None:
 
 def _write_raw(path: Path, raw: Raw) -> None:
     buf = io.BytesIO()
-    arrays = {f"male.{k}": v for k, v in raw.male.items()}
+    arrays: dict[str, Any] = {f"male.{k}": v for k, v in raw.male.items()}
     arrays.update({f"pair.{k}": v for k, v in raw.pairs.items()})
-    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds badly
+    np.savez(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, buf.getvalue())
